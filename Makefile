@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv java clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+java:
+	@bash scripts/ensure-java.sh
+
+demo: venv java
+	$(VENV)/bin/winnow run data/configs/demo.toml --overwrite
+
+test: venv java
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf out .pytest_cache

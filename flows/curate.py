@@ -1,0 +1,181 @@
+"""The curation flow: read -> configured stages -> write, each stage a Prefect task.
+
+`run_curation(cfg, spark=...)` is the in-process entry point (tests pass their SparkSession);
+the CLI calls it too. Stages hand data to each other as Parquet under `<output>/_work/`, which
+cuts Spark lineage between stages and gives exact counts from file metadata; `_work` is removed
+when the run succeeds. Accounting is checked after every stage: `in = kept + removed`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from pipelines import STAGES, read, write
+from pipelines.stage import AccountingError, StageContext, StageResult, WinnowError
+
+from .config import RunConfig, input_specs, plans, write_params
+from .report import STAGE_HEADER, StageRecord, code_version, report_markdown, stage_table_rows, write_manifest
+
+OUTPUT_ENTRIES = ("kept", "removed", "_work", "manifest.json", "report.md")
+
+
+class Progress(Protocol):
+    def stage_started(self, name: str) -> None: ...
+    def stage_finished(self, record: StageRecord) -> None: ...
+
+
+@dataclass
+class RunSummary:
+    output: Path
+    stages: list[StageRecord]
+    manifest: dict[str, Any]
+
+
+def prepare_output(output: Path, overwrite: bool) -> None:
+    """Refuse a non-empty output directory unless `overwrite`; then clear only Winnow's entries."""
+    if output.exists() and not output.is_dir():
+        raise WinnowError(f"output {output} exists and is not a directory")
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise WinnowError(f"output directory {output} is not empty; pass --overwrite to replace it")
+        for name in OUTPUT_ENTRIES:
+            target = output / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    output.mkdir(parents=True, exist_ok=True)
+
+
+# Live objects (SparkSession, progress display) cannot be flow parameters: Prefect stores
+# parameters as JSON. The flow takes a key into this table instead.
+_LIVE: dict[str, dict[str, Any]] = {}
+
+
+def _count(spark, path: str) -> int:
+    return spark.read.parquet(path).count()
+
+
+def _stage_task(label: str, fn: Callable[..., StageRecord]):
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(fn, name=label, cache_policy=NO_CACHE, persist_result=False)
+
+
+def _run_stage(
+    key: str, label: str, stage: str, apply: Callable[..., StageResult], params: Any,
+    in_path: str | None, n_in: int | None, work_path: str,
+) -> StageRecord:
+    live = _LIVE[key]
+    spark, output, progress = live["spark"], live["output"], live["progress"]
+    ctx = StageContext(spark=spark, seed=live["seed"])
+    if progress:
+        progress.stage_started(label)
+    start = time.perf_counter()
+    df = spark.read.parquet(in_path) if in_path else None
+    result = apply(df, params, ctx)
+    removed_path = str(output / "removed" / label)
+    write.write_parquet(write.for_output(result.removed), removed_path, compression="zstd")
+    if stage != write.NAME:
+        write.write_parquet(result.kept, work_path, compression="zstd")
+        kept = _count(spark, work_path)
+    else:
+        kept = result.kept.count()
+    ctx.release()
+    removed = _count(spark, removed_path)
+    if n_in is None:  # `read` starts the run: everything it saw is kept or removed
+        n_in = kept + removed
+    record = StageRecord(
+        name=label, stage=stage, n_in=n_in, kept=kept, removed=removed,
+        seconds=time.perf_counter() - start,
+        removed_path=str(Path("removed") / label) if removed else None, stats=result.stats,
+    )
+    if n_in != kept + removed:
+        raise AccountingError(f"stage {label}: in {n_in} != kept {kept} + removed {removed}")
+    if not removed:
+        shutil.rmtree(removed_path, ignore_errors=True)
+    if progress:
+        progress.stage_finished(record)
+    return record
+
+
+def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The body of the Prefect flow `winnow-curate`."""
+    live = _LIVE[key]
+    cfg: RunConfig = live["cfg"]
+    output: Path = live["output"]
+    work = output / "_work"
+    steps: list[tuple[str, str, Callable[..., StageResult], Any]] = [
+        (read.NAME, read.NAME, read.apply, read.ReadParams(input_specs(cfg)))
+    ]
+    steps += [(p.label, p.name, STAGES[p.name].apply, p.params) for p in plans(cfg)]
+    steps.append((write.NAME, write.NAME, write.apply, write_params(cfg, str(output))))
+    records: list[StageRecord] = []
+    in_path: str | None = None
+    for i, (label, stage, apply, params) in enumerate(steps):
+        work_path = str(work / f"{i:02d}-{label}")
+        n_in = records[-1].kept if records else None
+        record = _stage_task(label, _run_stage)(key, label, stage, apply, params, in_path, n_in, work_path)
+        records.append(record)
+        in_path = work_path
+    live["records"] = records
+    try:
+        from prefect.artifacts import create_table_artifact
+
+        create_table_artifact(
+            key="winnow-stages",
+            table=[dict(zip(STAGE_HEADER, row)) for row in stage_table_rows(records)],
+            description=f"Winnow stages for {output}",
+        )
+    except Exception:  # noqa: BLE001 - an artifact is a convenience, never a reason to fail a run
+        pass
+    return [r.as_json() for r in records]
+
+
+def _flow():
+    from prefect import flow
+
+    return flow(_curate, name="winnow-curate", persist_result=False, log_prints=False,
+                validate_parameters=False)
+
+
+def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None) -> RunSummary:
+    """Run the configured flow to completion and write manifest.json and report.md."""
+    from pipelines.spark import get_spark
+
+    output = Path(cfg.output).resolve()
+    prepare_output(output, cfg.overwrite)
+    if spark is None:
+        spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,
+                          driver_memory=cfg.spark.driver_memory, conf=cfg.spark.conf)
+    started = dt.datetime.now(dt.timezone.utc)
+    key = uuid.uuid4().hex
+    _LIVE[key] = {"cfg": cfg, "spark": spark, "output": output, "progress": progress, "seed": cfg.seed}
+    try:
+        _flow()(key, cfg.model_dump(mode="json"))
+        records: list[StageRecord] = _LIVE[key]["records"]
+        ctx = StageContext(spark=spark, seed=cfg.seed)
+        prints = read.fingerprints(ctx, read.expand_inputs(input_specs(cfg)))
+    finally:
+        _LIVE.pop(key, None)
+    shutil.rmtree(output / "_work", ignore_errors=True)
+    manifest = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "output": str(output),
+        "code_version": code_version(),
+        "counts": {"in": records[0].n_in, "kept": records[-1].kept,
+                   "removed": sum(r.removed for r in records)},
+        "stages": [r.as_json() for r in records],
+        "inputs": prints,
+        "config": cfg.model_dump(mode="json"),
+    }
+    write_manifest(output / "manifest.json", manifest)
+    (output / "report.md").write_text(report_markdown(records, manifest))
+    return RunSummary(output=output, stages=records, manifest=manifest)

@@ -1,0 +1,12 @@
+"""Spark stages: DataFrame in, DataFrame out. The only package that imports pyspark."""
+from __future__ import annotations
+
+from . import dedup_exact
+from .stage import StageSpec
+
+# Stages a flow config may list under [[stages]]. `read` and `write` open and close every run
+# and are configured by [[inputs]] and [write].
+STAGES: dict[str, StageSpec] = {
+    dedup_exact.NAME: StageSpec(dedup_exact.NAME, dedup_exact.DedupExactParams, dedup_exact.apply,
+                                "exact dedup on the hash of normalized text"),
+}

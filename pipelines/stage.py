@@ -1,0 +1,58 @@
+"""The stage contract: `apply(df, params, ctx) -> StageResult(kept, removed, stats)`.
+
+A stage is a frozen dataclass of parameters plus an `apply` function. It never drops a column a
+later stage may need and never loses a row: every input row is in `kept` or in `removed`, and
+each removed row says which stage removed it (`removed_by`) and why (`reason`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+
+
+class WinnowError(Exception):
+    """An error the user can fix: printed as one line, never a traceback."""
+
+
+class AccountingError(WinnowError):
+    """A stage's counts do not add up: in != kept + removed."""
+
+
+@dataclass
+class StageResult:
+    kept: DataFrame
+    removed: DataFrame
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides its input and parameters."""
+
+    spark: SparkSession
+    seed: int = 0
+    _persisted: list[DataFrame] = field(default_factory=list)
+
+    def persist(self, df: DataFrame) -> DataFrame:
+        """Persist `df` (memory, spilling to disk) until the running stage has been written."""
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        self._persisted.append(df)
+        return df
+
+    def release(self) -> None:
+        for df in self._persisted:
+            df.unpersist()
+        self._persisted.clear()
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A registered stage: its name, parameter class and apply function."""
+
+    name: str
+    params: type
+    apply: Callable[[DataFrame, Any, StageContext], StageResult]
+    doc: str = ""

@@ -1,0 +1,55 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from filters.text import content_hash, content_hashes, normalize
+
+
+def test_whitespace_mode_collapses_runs_and_strips():
+    assert normalize("  a\t b\n\nc  ", "whitespace") == "a b c"
+
+
+def test_whitespace_mode_composes_unicode():
+    decomposed = "cafe\u0301"
+    assert normalize(decomposed, "whitespace") == "caf\u00e9"
+
+
+def test_whitespace_mode_keeps_case_and_punctuation():
+    assert normalize("Hello, World!", "whitespace") == "Hello, World!"
+
+
+def test_none_mode_is_identity():
+    assert normalize(" a  b ", "none") == " a  b "
+
+
+def test_aggressive_mode_follows_methods_section_8():
+    assert normalize("Crème Brûlée costs $12.50, in 2024!", "aggressive") == "creme brulee costs 0 0 in 0"
+    assert normalize("snake_case-and/slashes", "aggressive") == "snake case and slashes"
+
+
+def test_unknown_mode_is_an_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown normalization"):
+        normalize("x", "lower")  # type: ignore[arg-type]
+
+
+def test_hash_is_128_bits_and_stable():
+    digest = content_hash("hello world")
+    assert len(digest) == 16
+    assert digest == content_hash("hello   world\n")
+    assert digest != content_hash("hello world!")
+    assert content_hashes(["a", "b"]) == [content_hash("a"), content_hash("b")]
+
+
+@given(st.text())
+def test_normalization_is_idempotent(text):
+    for mode in ("none", "whitespace", "aggressive"):
+        once = normalize(text, mode)
+        assert normalize(once, mode) == once
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1), min_size=1),
+       st.sampled_from([" ", "  ", "\t", "\n", " \n "]))
+def test_hash_ignores_how_words_are_spaced(words, sep):
+    words = [w for w in (" ".join(x.split()) for x in words) if w]
+    assert content_hash(" ".join(words)) == content_hash(sep.join(words) + sep)
