@@ -38,7 +38,9 @@ def normalize(text: str, mode: Normalization = "whitespace") -> str:
     if mode == "whitespace":
         return " ".join(unicodedata.normalize("NFC", text).split())
     if mode == "aggressive":
-        text = _strip_diacritics(text.lower())
+        # Lowercasing can expose new decompositions (U+0130 -> i + combining dot) and NFKD can
+        # expose new cases (mathematical bold A -> A), so strip, lower, strip.
+        text = _strip_diacritics(_strip_diacritics(text).lower())
         text = _DIGITS.sub("0", text)
         text = _NON_WORD.sub(" ", text)
         return " ".join(text.split())

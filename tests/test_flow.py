@@ -1,0 +1,178 @@
+"""End to end, in process: the flow on a slice of the real sample pool, one Prefect test server."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from flows.config import parse_config
+from flows.curate import run_curation
+from pipelines.read import InputSpec, expand_inputs
+from pipelines.read_kernel import read_file
+from pipelines.stage import WinnowError
+
+from .conftest import DATA
+
+POOL = DATA / "sample" / "pool"
+FILES = ["code.parquet", "docs.jsonl.gz", "fiction.jsonl.zst", "reference.jsonl.zst"]  # input order
+PER_FILE = 300
+DUP_PAIRS = 60
+
+
+def pool_records(name: str) -> list[dict]:
+    (task,) = expand_inputs([InputSpec(str(POOL / name), "s")])
+    return [
+        {"id": r["id"], "text": r["text"], "meta": dict(r["meta"])}
+        for batch in read_file(task) for r in batch.to_pylist()
+    ]
+
+
+def write_like(name: str, records: list[dict], out: Path) -> Path:
+    path = out / name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.Table.from_pylist(records), path)
+        return path
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    path.write_bytes(gzip.compress(body) if name.endswith(".gz") else zstandard.ZstdCompressor().compress(body))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pool_slice(tmp_path_factory):
+    """At most ~1.4k docs of the real pool in its three formats, with some planted exact
+    duplicates and their originals (originals come first in input order)."""
+    out = tmp_path_factory.mktemp("slice")
+    truth = [json.loads(line) for line in (DATA / "sample" / "truth.jsonl").read_text().splitlines()]
+    dups = [t for t in truth if t["kind"] == "exact_dup"][:DUP_PAIRS]
+    wanted = {t["id"] for t in dups} | {t["of"] for t in dups}
+    planted = {t["id"] for t in truth}
+    paths, position = [], {}
+    for f, name in enumerate(FILES):
+        records = pool_records(name)
+        keep = [r for i, r in enumerate(records) if i < PER_FILE or r["id"] in wanted]
+        paths.append(write_like(name, keep, out))
+        position.update({r["id"]: (f, i) for i, r in enumerate(keep)})
+    # Each planted group (an original and its copies) that is in the slice keeps its earliest
+    # member in input order; every other member present is a duplicate to remove.
+    groups: dict[str, set[str]] = {}
+    for t in truth:
+        if t["kind"] == "exact_dup":
+            groups.setdefault(t["of"], {t["of"]}).add(t["id"])
+    dup_ids = set()
+    for members in groups.values():
+        present = sorted((position[m], m) for m in members if m in position)
+        dup_ids |= {m for _, m in present[1:]}
+    assert len(dup_ids) >= DUP_PAIRS
+    return {"paths": paths, "exact_dups": dup_ids, "planted": planted, "docs": len(position)}
+
+
+def config(paths, output, stages=None, **extra):
+    data = {
+        "output": str(output),
+        "inputs": [{"path": str(p), "source": Path(p).name.split(".")[0], "domain": Path(p).name.split(".")[0]}
+                   for p in paths],
+        "stages": stages if stages is not None else [{"stage": "dedup_exact"}],
+        **extra,
+    }
+    return parse_config(data, Path("/"), "test")
+
+
+@pytest.fixture(scope="session")
+def slice_run(spark, prefect_server, pool_slice, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run") / "out"
+    summary = run_curation(config(pool_slice["paths"], output), spark=spark)
+    return summary, pool_slice
+
+
+def test_planted_exact_duplicates_all_removed_and_nothing_else(slice_run):
+    summary, sl = slice_run
+    removed = pads.dataset(summary.output / "removed" / "dedup_exact").to_table().to_pylist()
+    assert {r["id"] for r in removed} == sl["exact_dups"]
+    assert all(r["reason"] == f"exact duplicate of {r['duplicate_of']}" for r in removed)
+
+
+def test_output_loads_with_datasets_pyarrow_and_duckdb(slice_run):
+    import datasets
+    import duckdb
+
+    summary, sl = slice_run
+    kept_dir = summary.output / "kept"
+    table = pads.dataset(kept_dir).to_table()
+    ds = datasets.load_dataset("parquet", data_files=str(kept_dir / "*.parquet"), split="train",
+                               cache_dir=str(summary.output.parent / "hf-cache"))
+    assert len(ds) == table.num_rows == summary.manifest["counts"]["kept"]
+    assert set(ds.column_names) == {"id", "text", "source", "domain", "meta"}
+    n = duckdb.sql(f"select count(*) from read_parquet('{kept_dir}/*.parquet')").fetchone()[0]
+    assert n == table.num_rows
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(set(ids))
+    first = ds[0]
+    assert first["source"] == "code" and isinstance(first["meta"], list)
+
+
+def test_kept_rows_are_in_input_order(slice_run):
+    summary, _ = slice_run
+    sources = pads.dataset(summary.output / "kept").to_table().column("source").to_pylist()
+    order = ["code", "docs", "fiction", "reference"]
+    assert [order.index(s) for s in sources] == sorted(order.index(s) for s in sources)
+
+
+def test_manifest_and_report_account_for_every_document(slice_run):
+    summary, sl = slice_run
+    manifest = json.loads((summary.output / "manifest.json").read_text())
+    stages = manifest["stages"]
+    assert [s["name"] for s in stages] == ["read", "dedup_exact", "write"]
+    for s in stages:
+        assert s["in"] == s["kept"] + s["removed"]
+    for before, after in zip(stages, stages[1:]):
+        assert after["in"] == before["kept"]
+    assert manifest["counts"]["in"] == manifest["counts"]["kept"] + manifest["counts"]["removed"]
+    assert manifest["counts"]["removed"] == len(sl["exact_dups"])
+    assert [Path(f["path"]).name for f in manifest["inputs"]] == sorted(Path(p).name for p in sl["paths"])
+    assert all(len(f["xxh3_128"]) == 32 and f["bytes"] > 0 for f in manifest["inputs"])
+    assert manifest["code_version"]["winnow"]
+    assert manifest["config"]["stages"] == [{"stage": "dedup_exact"}]
+    report = (summary.output / "report.md").read_text()
+    assert "| dedup_exact |" in report and "in = kept + removed" in report
+    assert not (summary.output / "_work").exists()
+
+
+def test_malformed_inputs_become_removed_rows_and_the_run_completes(spark, prefect_server, tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"id": "g1", "text": "fine"}\n{"id": "g1", "text": "same id"}\n')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "ok"}\n{"text": \n{"text": "\xff"}\n{"title": "x"}\n{"text": 3}\n')
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    body = "".join(json.dumps({"text": f"line {i} " * 30}) + "\n" for i in range(300)).encode()
+    cut = tmp_path / "cut.jsonl.gz"
+    whole = gzip.compress(body)
+    cut.write_bytes(whole[: len(whole) // 2])
+    summary = run_curation(config([good, bad, empty, cut], tmp_path / "out", stages=[]), spark=spark)
+    removed = pads.dataset(summary.output / "removed" / "read").to_table().to_pylist()
+    reasons = sorted(r["reason"].split(" at ")[0].split(" ")[0] for r in removed)
+    assert reasons == ["'text'", "empty", "invalid", "malformed", "no", "unreadable"]
+    read = summary.stages[0]
+    assert read.n_in == read.kept + read.removed
+    kept_ids = pads.dataset(summary.output / "kept").to_table().column("id").to_pylist()
+    assert {"g1", "g1#1"} <= set(kept_ids)
+    assert len(kept_ids) == len(set(kept_ids))
+
+
+def test_non_empty_output_is_refused_without_overwrite(spark, prefect_server, tmp_path):
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"text": "x"}\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep-me.txt").write_text("user file")
+    with pytest.raises(WinnowError, match="not empty; pass --overwrite"):
+        run_curation(config([src], out, stages=[]), spark=spark)
+    summary = run_curation(config([src], out, stages=[], overwrite=True), spark=spark)
+    assert summary.manifest["counts"]["kept"] == 1
+    assert (out / "keep-me.txt").read_text() == "user file"
