@@ -150,6 +150,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None) -
     from pipelines.spark import get_spark
 
     output = Path(cfg.output).resolve()
+    read.expand_inputs(input_specs(cfg))  # a missing or unreadable-format input fails here, before Spark starts
     prepare_output(output, cfg.overwrite)
     if spark is None:
         spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,

@@ -2,16 +2,18 @@
 
 The hash is xxh3-128 of the normalized text (`filters.text`). Of each group of equal hashes the
 survivor is the first occurrence in input order (file order, then line or row); the others are
-removed with ``reason = "exact duplicate of <survivor id>"``. The survivor of each group is found
-with an aggregation (partial aggregates per partition, so one huge group does not land on one
-task) and joined back; nothing is collected to the driver.
+removed with ``reason = "exact duplicate of <survivor id>"``. Rows are ranked within
+their hash group by a window ordered by input order: one shuffle, the Python hash runs once per
+row, nothing is collected to the driver. (An aggregate-then-join plan ran the hash UDF twice and
+shuffled the rows twice; it was 2x slower in bench/bench_dedup_exact.py.) One very large group
+is sorted by a single task, which spills to disk rather than failing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -45,20 +47,19 @@ def _hash_column(mode: str):
 def apply(df: DataFrame, params: DedupExactParams, ctx: StageContext) -> StageResult:
     keys = ["_hash", "source"] if params.per_source else ["_hash"]
     hashed = df.withColumn("_hash", _hash_column(params.normalize)(F.col("text")))
-    survivors = hashed.groupBy(*keys).agg(
-        F.min(F.struct("_file", "_row", "id")).alias("_first"), F.count(F.lit(1)).alias("_copies")
+    group = Window.partitionBy(*keys).orderBy("_file", "_row")
+    ranked = ctx.persist(
+        hashed.withColumn("_rank", F.row_number().over(group))
+        .withColumn("_first", F.first("id").over(group))
     )
-    joined = ctx.persist(hashed.join(survivors, on=keys, how="inner"))
-    is_first = (F.col("_file") == F.col("_first._file")) & (F.col("_row") == F.col("_first._row"))
-    kept = joined.where(is_first).drop("_hash", "_first", "_copies")
-    removed = joined.where(~is_first).select(
-        *[c for c in df.columns],
+    kept = ranked.where(F.col("_rank") == 1).drop("_hash", "_rank", "_first")
+    removed = ranked.where(F.col("_rank") > 1).select(
+        *df.columns,
         F.lit(NAME).alias("removed_by"),
-        F.concat(F.lit("exact duplicate of "), F.col("_first.id")).alias("reason"),
-        F.col("_first.id").alias("duplicate_of"),
+        F.concat(F.lit("exact duplicate of "), F.col("_first")).alias("reason"),
+        F.col("_first").alias("duplicate_of"),
     )
-    groups = joined.where(is_first & (F.col("_copies") > 1)).agg(
-        F.count(F.lit(1)).alias("groups"), F.max("_copies").alias("largest")
-    ).first()
+    sizes = ranked.where(F.col("_rank") > 1).groupBy(*keys).agg(F.max("_rank").alias("n"))
+    groups = sizes.agg(F.count(F.lit(1)).alias("groups"), F.max("n").alias("largest")).first()
     stats = {"duplicate_groups": int(groups["groups"] or 0), "largest_group": int(groups["largest"] or 0)}
     return StageResult(kept, removed, stats)
