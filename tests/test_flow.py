@@ -1,9 +1,10 @@
-"""End to end, in process: the flow on a slice of the real sample pool, one Prefect test server."""
+"""End to end: `winnow run` on a slice of the real sample pool, in process (shared Spark and Prefect)."""
 from __future__ import annotations
 
 import gzip
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -85,9 +86,21 @@ def config(paths, output, stages=None, **extra):
 
 @pytest.fixture(scope="session")
 def slice_run(spark, prefect_server, pool_slice, tmp_path_factory):
-    output = tmp_path_factory.mktemp("run") / "out"
-    summary = run_curation(config(pool_slice["paths"], output), spark=spark)
-    return summary, pool_slice
+    """`winnow run CONFIG` in process (it reuses the test session's Spark and Prefect server)."""
+    from flows.cli import main
+
+    home = tmp_path_factory.mktemp("run")
+    inputs = "".join(
+        f'[[inputs]]\npath = "{Path(p).name}"\nsource = "{Path(p).name.split(".")[0]}"\n'
+        f'domain = "{Path(p).name.split(".")[0]}"\n\n'
+        for p in pool_slice["paths"]
+    )
+    cfg = Path(pool_slice["paths"][0]).parent / "slice.toml"
+    cfg.write_text(f'output = "ignored"\nseed = 7\n\n{inputs}[[stages]]\nstage = "dedup_exact"\n')
+    output = home / "out"
+    assert main(["run", str(cfg), "--output", str(output)]) == 0
+    manifest = json.loads((output / "manifest.json").read_text())
+    return SimpleNamespace(output=output, manifest=manifest), pool_slice
 
 
 def test_planted_exact_duplicates_all_removed_and_nothing_else(slice_run):
@@ -137,7 +150,7 @@ def test_manifest_and_report_account_for_every_document(slice_run):
     assert [Path(f["path"]).name for f in manifest["inputs"]] == sorted(Path(p).name for p in sl["paths"])
     assert all(len(f["xxh3_128"]) == 32 and f["bytes"] > 0 for f in manifest["inputs"])
     assert manifest["code_version"]["winnow"]
-    assert manifest["config"]["stages"] == [{"stage": "dedup_exact"}]
+    assert manifest["config"]["stages"] == [{"stage": "dedup_exact"}] and manifest["config"]["seed"] == 7
     report = (summary.output / "report.md").read_text()
     assert "| dedup_exact |" in report and "in = kept + removed" in report
     assert not (summary.output / "_work").exists()
