@@ -6,6 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipelines.read import InputSpec, expand_inputs, infer_format
 from pipelines.read_kernel import FileTask, derived_id, file_fingerprint, read_file
@@ -166,3 +168,27 @@ def test_fingerprint_is_content_based(tmp_path):
     b.write_bytes(b"same")
     assert file_fingerprint(str(a))["xxh3_128"] == file_fingerprint(str(b))["xxh3_128"]
     assert file_fingerprint(str(a))["bytes"] == 4
+
+
+_line = st.one_of(
+    st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")),
+    st.builds(lambda t: json.dumps({"text": t}).encode(), st.text(max_size=30)),
+    st.builds(lambda v: json.dumps({"text": v}).encode(), st.one_of(st.integers(), st.none(), st.lists(st.text()))),
+    st.just(b""), st.just(b"   "),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(_line, max_size=30), compression=st.sampled_from(["", ".gz", ".zst"]))
+def test_every_non_blank_line_becomes_exactly_one_row(tmp_path, lines, compression):
+    body = b"\n".join(lines) + (b"\n" if lines else b"")
+    data = {"": body, ".gz": gzip.compress(body), ".zst": zstandard.ZstdCompressor().compress(body)}[compression]
+    f = tmp_path / f"h.jsonl{compression}"
+    f.write_bytes(data)
+    out = rows(f)
+    expected = [i for i, line in enumerate(lines, start=1) if line.strip()]
+    if expected:
+        assert [r["_row"] for r in out] == expected
+        assert all((r["_error"] is None) == (r["text"] is not None) for r in out)
+    else:
+        assert len(out) == 1 and out[0]["_error"].startswith("empty file")
