@@ -150,7 +150,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None) -
     from pipelines.spark import get_spark
 
     output = Path(cfg.output).resolve()
-    read.expand_inputs(input_specs(cfg))  # a missing or unreadable-format input fails here, before Spark starts
+    files = read.expand_inputs(input_specs(cfg))  # a missing input or unknown format fails here, before Spark starts
     prepare_output(output, cfg.overwrite)
     if spark is None:
         spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,
@@ -162,7 +162,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None) -
         _flow()(key, cfg.model_dump(mode="json"))
         records: list[StageRecord] = _LIVE[key]["records"]
         ctx = StageContext(spark=spark, seed=cfg.seed)
-        prints = read.fingerprints(ctx, read.expand_inputs(input_specs(cfg)))
+        prints = read.fingerprints(ctx, files)
     finally:
         _LIVE.pop(key, None)
     shutil.rmtree(output / "_work", ignore_errors=True)
