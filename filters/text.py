@@ -27,6 +27,8 @@ _NON_WORD = re.compile(r"[^\w\s]|_")
 
 
 def _strip_diacritics(text: str) -> str:
+    if text.isascii():  # NFKD leaves ASCII as it is and it has no combining marks
+        return text
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
