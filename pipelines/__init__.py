@@ -1,7 +1,7 @@
 """Spark stages: DataFrame in, DataFrame out. The only package that imports pyspark."""
 from __future__ import annotations
 
-from . import dedup_exact
+from . import dedup_exact, dedup_minhash
 from .stage import StageSpec
 
 # Stages a flow config may list under [[stages]]. `read` and `write` open and close every run
@@ -9,4 +9,6 @@ from .stage import StageSpec
 STAGES: dict[str, StageSpec] = {
     dedup_exact.NAME: StageSpec(dedup_exact.NAME, dedup_exact.DedupExactParams, dedup_exact.apply,
                                 "exact dedup on the hash of normalized text"),
+    dedup_minhash.NAME: StageSpec(dedup_minhash.NAME, dedup_minhash.DedupMinhashParams, dedup_minhash.apply,
+                                  "MinHash-LSH near-duplicate removal with connected components"),
 }

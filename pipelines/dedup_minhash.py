@@ -1,0 +1,278 @@
+"""Stage `dedup_minhash`: MinHash-LSH near-duplicate removal, distributed from end to end.
+
+1. **Signatures** (`minhash_kernel`) inside `mapInArrow`, one numpy pass per Arrow batch.
+2. **Bands**: the K values are cut into `bands` x `rows`; each (band, values) pair is a bucket.
+   Unless given, `bands` and `rows` minimize ``fp_weight * FP area + (1 - fp_weight) * FN area``
+   of the S-curve at `threshold` (the text-dedup / datasketch criterion).
+3. **Candidates**: in every bucket with more than one document, each member is paired with the
+   bucket's first document (a star, not all pairs: a bucket of 10,000 copies is 9,999 edges).
+4. **Check** (``check``):
+   - ``signature`` (default): a candidate whose signatures agree on at least
+     ``threshold + margin`` of the K values is accepted, one below ``threshold - margin`` is
+     rejected, and the ambiguous ones in between get their exact shingle Jaccard. The margin is
+     three standard errors of the estimate, ``3 * sqrt(t (1 - t) / K)``.
+   - ``exact`` (``winnow dedup --verify``): every candidate gets its exact Jaccard.
+   - ``none``: every candidate is an edge (plain LSH, as datasketch and datatrove do).
+5. **Components** of the accepted edges, large-star / small-star in Spark (`components`).
+6. **Survivor**: per component the first document in input order, or with ``score_column`` the
+   highest score (nulls lowest, ties to input order). The others are removed with
+   ``reason = "near-duplicate of <survivor id>"``; kept and removed rows get ``cluster_id``, the
+   id of the component's first document (null for documents with no near-duplicate).
+
+Because the candidate curve is backed by a check, the default ``fp_weight`` is 0.05, not 0.5: a
+false candidate costs one signature comparison, a missed one is a duplicate nothing recovers.
+Nodes are ``_file << 40 | _row``, so the smallest node of a component is its first occurrence and
+the result does not depend on partitioning.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from . import minhash_kernel as mk
+from .components import connected_components
+from .stage import StageContext, StageResult, WinnowError
+
+NAME = "dedup_minhash"
+CHECKS = ("signature", "exact", "none")
+
+
+@dataclass(frozen=True)
+class DedupMinhashParams:
+    threshold: float = 0.8          # Jaccard similarity of word n-gram shingle sets
+    num_perm: int = 256             # K, permutations per signature
+    ngram: int = 5                  # words per shingle (characters for scripts without spaces)
+    bands: int | None = None        # b; with rows, overrides the S-curve optimization
+    rows: int | None = None         # r
+    fp_weight: float = 0.05         # weight of the false-positive area when choosing b x r
+    check: str = "signature"        # signature | exact | none (see module docstring)
+    seed: int = 1                   # permutation seed: same seed, same signatures everywhere
+    per_source: bool = False        # only documents of the same `source` are compared
+    score_column: str | None = None  # keep the highest score in a component, not the first
+
+    def __post_init__(self) -> None:
+        p = f"{NAME}."
+        if not 0.0 < self.threshold < 1.0:
+            raise WinnowError(f"{p}threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if not 2 <= self.num_perm <= 8192:
+            raise WinnowError(f"{p}num_perm must be between 2 and 8192, got {self.num_perm}")
+        if self.ngram < 1:
+            raise WinnowError(f"{p}ngram must be at least 1, got {self.ngram}")
+        if (self.bands is None) != (self.rows is None):
+            raise WinnowError(f"{p}bands and rows go together: give both or neither")
+        if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
+            raise WinnowError(
+                f"{p}bands x rows = {self.bands} x {self.rows} must be positive and at most num_perm = {self.num_perm}"
+            )
+        if not 0.0 < self.fp_weight < 1.0:
+            raise WinnowError(f"{p}fp_weight must be between 0 and 1 (exclusive), got {self.fp_weight}")
+        if self.check not in CHECKS:
+            raise WinnowError(f"{p}check: {self.check!r} is not one of {', '.join(CHECKS)}")
+
+    def banding(self) -> tuple[int, int]:
+        if self.bands is not None and self.rows is not None:
+            return self.bands, self.rows
+        return _optimal(self.threshold, self.num_perm, self.fp_weight)
+
+    def margin(self) -> float:
+        t = self.threshold
+        return 3.0 * math.sqrt(t * (1.0 - t) / self.num_perm)
+
+
+_BANDING_CACHE: dict[tuple[float, int, float], tuple[int, int]] = {}
+
+
+def _optimal(threshold: float, num_perm: int, fp_weight: float) -> tuple[int, int]:
+    key = (threshold, num_perm, fp_weight)
+    if key not in _BANDING_CACHE:
+        _BANDING_CACHE[key] = mk.optimal_bands(threshold, num_perm, fp_weight, 1.0 - fp_weight)
+    return _BANDING_CACHE[key]
+
+
+def explain(params: DedupMinhashParams, similarities=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> str:
+    """What `winnow dedup --explain` prints: the banding and its collision probabilities."""
+    b, r = params.banding()
+    how = "given" if params.bands is not None else (
+        f"minimizing {params.fp_weight:g} x FP area + {1 - params.fp_weight:g} x FN area at threshold {params.threshold:g}"
+    )
+    lines = [
+        f"threshold {params.threshold:g}, {params.num_perm} permutations, word {params.ngram}-gram shingles",
+        f"bands x rows = {b} x {r} ({how}); uses {b * r} of {params.num_perm} values",
+        f"S-curve midpoint (1/b)^(1/r) = {mk.midpoint(b, r):.3f}",
+        "",
+        "Jaccard   P(candidate) = 1 - (1 - s^r)^b",
+    ]
+    for s in similarities:
+        lines.append(f"  {s:4.2f}    {float(mk.collision_probability(s, b, r)):.4f}")
+    lines.append("")
+    if params.check == "signature":
+        m = params.margin()
+        lines.append(
+            f"check: signature agreement >= {params.threshold + m:.3f} accepts, < {params.threshold - m:.3f} "
+            "rejects, in between exact Jaccard decides"
+        )
+    elif params.check == "exact":
+        lines.append("check: every candidate pair is verified on exact shingle Jaccard")
+    else:
+        lines.append("check: none; every candidate pair is a duplicate edge")
+    return "\n".join(lines)
+
+
+# --- kernels (run on executors) ----------------------------------------------------------------
+
+def _signature_kernel(num_perm: int, ngram: int, seed: int, extra: list[str]):
+    out_schema = pa.schema(
+        [pa.field("node", pa.int64())] + [pa.field(c, pa.string()) for c in extra] + [pa.field("sig", pa.binary())]
+    )
+
+    def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        perms = mk.permutations(num_perm, seed)
+        for batch in batches:
+            texts = batch.column("text").to_pylist()
+            shingles = [mk.shingle_hashes(t or "", ngram) for t in texts]
+            sigs = mk.signatures_of_shingles(shingles, perms)
+            width = num_perm * 4
+            offsets = pa.array(np.arange(0, (len(texts) + 1) * width, width, dtype=np.int32))
+            sig_col = pa.BinaryArray.from_buffers(
+                pa.binary(), len(texts), [None, offsets.buffers()[1], pa.py_buffer(sigs.tobytes())]
+            )
+            cols = [batch.column("node")] + [batch.column(c) for c in extra] + [sig_col]
+            yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
+
+    return kernel
+
+
+def _agreement_udf():
+    @F.pandas_udf(T.DoubleType())
+    def agreement(a: pd.Series, b: pd.Series) -> pd.Series:
+        if len(a) == 0:
+            return pd.Series([], dtype=float)
+        sa = np.frombuffer(b"".join(a), dtype=np.uint32).reshape(len(a), -1)
+        sb = np.frombuffer(b"".join(b), dtype=np.uint32).reshape(len(b), -1)
+        return pd.Series(mk.estimated_jaccard(sa, sb))
+
+    return agreement
+
+
+def _jaccard_udf(ngram: int):
+    @F.pandas_udf(T.DoubleType())
+    def exact_jaccard(a: pd.Series, b: pd.Series) -> pd.Series:
+        return pd.Series([
+            mk.jaccard(mk.shingle_set(x or "", ngram), mk.shingle_set(y or "", ngram)) for x, y in zip(a, b)
+        ], dtype=float)
+
+    return exact_jaccard
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+def node_column():
+    return F.shiftleft(F.col("_file").cast("long"), 40).bitwiseOR(F.col("_row").cast("long"))
+
+
+def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> StageResult:
+    if params.score_column is not None and params.score_column not in df.columns:
+        raise WinnowError(
+            f"{NAME}.score_column: no column {params.score_column!r} in the input "
+            f"(columns: {', '.join(c for c in df.columns if not c.startswith('_'))})"
+        )
+    b, r = params.banding()
+    extra = ["source"] if params.per_source else []
+    docs = ctx.persist(df.withColumn("_node", node_column()))
+
+    kernel_in = docs.select(F.col("_node").alias("node"), "text", *extra)
+    kernel = _signature_kernel(params.num_perm, params.ngram, params.seed, extra)
+    out_type = T.StructType(
+        [T.StructField("node", T.LongType())] + [T.StructField(c, T.StringType()) for c in extra]
+        + [T.StructField("sig", T.BinaryType())]
+    )
+    sigs = ctx.persist(kernel_in.mapInArrow(kernel, out_type))
+
+    width = r * 4
+    band_values = F.array(*[F.substring("sig", j * width + 1, width) for j in range(b)])
+    buckets = sigs.select("node", *extra, F.posexplode(band_values).alias("band", "key"))
+    bucket = Window.partitionBy("band", "key", *extra)
+    candidates = ctx.persist(
+        buckets.withColumn("anchor", F.min("node").over(bucket))
+        .where(F.col("node") != F.col("anchor"))
+        .select(F.col("node").alias("src"), F.col("anchor").alias("dst"))
+        .distinct()
+    )
+
+    stats: dict = {"bands": b, "rows": r, "candidate_pairs": candidates.count()}
+    edges = _check(candidates, sigs, docs, params, stats)
+
+    labels, rounds = connected_components(edges)
+    stats["cc_rounds"] = rounds
+    labels = ctx.persist(labels)
+
+    survivors = _survivors(labels, docs, params)
+    ids = docs.select(F.col("_node").alias("node"), F.col("id").alias("_nid"))
+    info = (
+        survivors.join(ids.withColumnRenamed("node", "component").withColumnRenamed("_nid", "cluster_id"), "component")
+        .join(ids.withColumnRenamed("node", "survivor").withColumnRenamed("_nid", "_survivor_id"), "survivor")
+        .select(F.col("node").alias("_node"), "cluster_id", "_survivor_id", "survivor")
+    )
+    tagged = ctx.persist(docs.join(info, "_node", "left"))
+    is_removed = F.col("survivor").isNotNull() & (F.col("survivor") != F.col("_node"))
+    kept = tagged.where(~is_removed).drop("_node", "_survivor_id", "survivor")
+    removed = tagged.where(is_removed).select(
+        *df.columns,
+        "cluster_id",
+        F.lit(NAME).alias("removed_by"),
+        F.concat(F.lit("near-duplicate of "), F.col("_survivor_id")).alias("reason"),
+        F.col("_survivor_id").alias("duplicate_of"),
+    )
+    sizes = labels.groupBy("component").count().groupBy("count").agg(F.count(F.lit(1)).alias("n"))
+    dist = {int(row["count"]): int(row["n"]) for row in sizes.collect()}  # one row per distinct size
+    stats["components"] = sum(dist.values())
+    stats["largest_component"] = max(dist, default=0)
+    stats["component_sizes"] = dict(sorted(dist.items()))
+    return StageResult(kept, removed, stats)
+
+
+def _check(candidates: DataFrame, sigs: DataFrame, docs: DataFrame, params: DedupMinhashParams, stats: dict) -> DataFrame:
+    if params.check == "none":
+        return candidates
+    texts = docs.select(F.col("_node").alias("n"), F.col("text").alias("t"))
+    if params.check == "exact":
+        ambiguous, accepted = candidates, None
+    else:
+        s = sigs.select(F.col("node").alias("n"), F.col("sig").alias("s"))
+        scored = (
+            candidates.join(s.withColumnRenamed("n", "src").withColumnRenamed("s", "s1"), "src")
+            .join(s.withColumnRenamed("n", "dst").withColumnRenamed("s", "s2"), "dst")
+            .select("src", "dst", _agreement_udf()(F.col("s1"), F.col("s2")).alias("agree"))
+        )
+        lo, hi = params.threshold - params.margin(), params.threshold + params.margin()
+        accepted = scored.where(F.col("agree") >= hi).select("src", "dst")
+        ambiguous = scored.where((F.col("agree") >= lo) & (F.col("agree") < hi)).select("src", "dst")
+    verified = (
+        ambiguous.join(texts.withColumnRenamed("n", "src").withColumnRenamed("t", "t1"), "src")
+        .join(texts.withColumnRenamed("n", "dst").withColumnRenamed("t", "t2"), "dst")
+        .select("src", "dst", _jaccard_udf(params.ngram)(F.col("t1"), F.col("t2")).alias("j"))
+        .where(F.col("j") >= params.threshold)
+        .select("src", "dst")
+    )
+    return verified if accepted is None else accepted.unionByName(verified)
+
+
+def _survivors(labels: DataFrame, docs: DataFrame, params: DedupMinhashParams) -> DataFrame:
+    """``(node, component, survivor)`` for every node in a component."""
+    if params.score_column is None:
+        return labels.withColumn("survivor", F.col("component"))
+    scores = docs.select(F.col("_node").alias("node"), F.col(params.score_column).cast("double").alias("_score"))
+    order = Window.partitionBy("component").orderBy(F.col("_score").desc_nulls_last(), F.col("node"))
+    return (
+        labels.join(scores, "node")
+        .withColumn("survivor", F.first("node").over(order.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)))
+        .select("node", "component", "survivor")
+    )
