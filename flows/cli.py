@@ -57,6 +57,45 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace Winnow's outputs in a non-empty output directory")
     run.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
+
+    dedup = sub.add_parser(
+        "dedup",
+        help="remove near-duplicates (MinHash-LSH) from input files",
+        description="Run read -> dedup_minhash -> write on the inputs: the same stage and output "
+        "layout as `winnow run` with a [[stages]] entry `stage = \"dedup_minhash\"`. Removed rows "
+        "go to <output>/removed/dedup_minhash/ with reason 'near-duplicate of <id>'.",
+        epilog=EPILOG,
+    )
+    dedup.add_argument("inputs", nargs="*", metavar="INPUT",
+                       help="input files, directories, globs or saved `datasets` directories")
+    dedup.add_argument("--output", "-o", metavar="DIR", default=None, help="output directory")
+    dedup.add_argument("--threshold", type=float, default=None, metavar="J",
+                       help="Jaccard similarity of word n-gram sets above which documents are "
+                       "near-duplicates (default 0.8)")
+    dedup.add_argument("--num-perm", type=int, default=None, metavar="K",
+                       help="permutations per MinHash signature (default 256)")
+    dedup.add_argument("--ngram", type=int, default=None, metavar="N", help="words per shingle (default 5)")
+    dedup.add_argument("--bands", type=int, default=None, metavar="B",
+                       help="LSH bands; with --rows, instead of the S-curve optimization")
+    dedup.add_argument("--rows", type=int, default=None, metavar="R", help="rows (values) per band")
+    dedup.add_argument("--fp-weight", type=float, default=None, metavar="W",
+                       help="weight of the false-positive area when choosing bands x rows (default 0.05)")
+    dedup.add_argument("--verify", action="store_true",
+                       help="check every candidate pair on exact Jaccard (default: signature "
+                       "agreement, exact Jaccard only for pairs near the threshold)")
+    dedup.add_argument("--no-check", action="store_true",
+                       help="every LSH candidate pair is a duplicate (plain LSH, as datasketch)")
+    dedup.add_argument("--per-source", action="store_true", help="compare documents of the same source only")
+    dedup.add_argument("--score-column", metavar="COL", default=None,
+                       help="keep the document with the highest COL in each component, not the first")
+    dedup.add_argument("--seed", type=int, default=None, help="permutation seed (default 1)")
+    dedup.add_argument("--explain", action="store_true",
+                       help="print the chosen bands x rows and collision probabilities, then exit")
+    dedup.add_argument("--domain", metavar="NAME", default=None, help="domain of the inputs")
+    dedup.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
+    dedup.add_argument("--overwrite", action="store_true",
+                       help="replace Winnow's outputs in a non-empty output directory")
+    dedup.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
     return parser
 
 
@@ -103,10 +142,7 @@ def _stage_table(records):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from .config import config_for_inputs, load_config, with_overrides
-    from .curate import run_curation
 
     if args.config is None:
         if not args.input or not args.output:
@@ -116,6 +152,51 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         cfg = with_overrides(cfg, inputs=args.input, domain=args.domain, output=args.output)
     cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
+    return _run_and_show(cfg)
+
+
+def dedup_stage(args: argparse.Namespace) -> dict:
+    """The [[stages]] entry `winnow dedup`'s options stand for."""
+    if args.verify and args.no_check:
+        raise _UsageError("--verify and --no-check contradict each other")
+    stage: dict = {"stage": "dedup_minhash"}
+    for opt, key in [("threshold", "threshold"), ("num_perm", "num_perm"), ("ngram", "ngram"),
+                     ("bands", "bands"), ("rows", "rows"), ("fp_weight", "fp_weight"),
+                     ("score_column", "score_column"), ("seed", "seed")]:
+        if getattr(args, opt) is not None:
+            stage[key] = getattr(args, opt)
+    if args.verify:
+        stage["check"] = "exact"
+    if args.no_check:
+        stage["check"] = "none"
+    if args.per_source:
+        stage["per_source"] = True
+    return stage
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from pipelines.dedup_minhash import explain
+
+    from .config import config_for_inputs, stage_params, with_overrides
+
+    stage = dedup_stage(args)
+    params = stage_params("dedup_minhash", {k: v for k, v in stage.items() if k != "stage"}, "dedup")
+    if args.explain:
+        print(explain(params))
+        return 0
+    if not args.inputs or not args.output:
+        raise _UsageError("give INPUT... and --output DIR (or --explain)")
+    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain)
+    cfg = cfg.model_copy(update={"stages": [stage]})
+    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
+    return _run_and_show(cfg)
+
+
+def _run_and_show(cfg) -> int:
+    from rich.console import Console
+
+    from .curate import run_curation
+
     console = Console(stderr=False)
     with _RichProgress(console) as progress:
         summary = run_curation(cfg, progress=progress)
@@ -141,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "dedup":
+            return cmd_dedup(args)
     except (WinnowError, _UsageError) as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2

@@ -19,9 +19,9 @@ from pipelines import STAGES, read, write
 from pipelines.stage import AccountingError, StageContext, StageResult, WinnowError
 
 from .config import RunConfig, input_specs, plans, write_params
-from .report import STAGE_HEADER, StageRecord, code_version, report_markdown, stage_table_rows, write_manifest
+from .report import STAGE_HEADER, StageRecord, code_version, report_markdown, stage_table_rows, write_manifest, write_plots
 
-OUTPUT_ENTRIES = ("kept", "removed", "_work", "manifest.json", "report.md")
+OUTPUT_ENTRIES = ("kept", "removed", "_work", "plots", "manifest.json", "report.md")
 
 
 class Progress(Protocol):
@@ -177,6 +177,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None) -
         "inputs": prints,
         "config": cfg.model_dump(mode="json"),
     }
+    write_plots(records, output)
     write_manifest(output / "manifest.json", manifest)
     (output / "report.md").write_text(report_markdown(records, manifest))
     return RunSummary(output=output, stages=records, manifest=manifest)

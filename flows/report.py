@@ -70,8 +70,18 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
     if details:
         lines += ["", "## Stage details", ""]
         for r in details:
-            stats = ", ".join(f"{k} = {v}" for k, v in r.stats.items())
+            stats = ", ".join(f"{k} = {v}" for k, v in r.stats.items() if not isinstance(v, dict))
             lines.append(f"- **{r.name}**: {stats}")
+        for r in details:
+            sizes = r.stats.get("component_sizes")
+            if sizes is None:
+                continue
+            lines += ["", f"### {r.name}: near-duplicate component sizes", ""]
+            lines += ["| component size | components | documents | removed |", "|---:|---:|---:|---:|"]
+            for size, count in sorted((int(k), int(v)) for k, v in sizes.items()):
+                lines.append(f"| {size:,} | {count:,} | {size * count:,} | {(size - 1) * count:,} |")
+            plot = plot_name(r.name)
+            lines += ["", f"![component sizes of {r.name}](plots/{plot})"]
     removed = [r for r in records if r.removed_path]
     if removed:
         lines += ["", "## Removed rows", ""]
@@ -85,3 +95,36 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def plot_name(label: str) -> str:
+    return f"{label}-component-sizes.png"
+
+
+def write_plots(records: list[StageRecord], output: Path) -> list[Path]:
+    """A log-log plot of the component-size distribution of each stage that reports one."""
+    written = []
+    for r in records:
+        sizes = r.stats.get("component_sizes")
+        if sizes is None:
+            continue
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        pairs = sorted((int(k), int(v)) for k, v in sizes.items())
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        if pairs:
+            ax.bar([str(k) for k, _ in pairs], [v for _, v in pairs], color="#4c72b0")
+            ax.set_yscale("log")
+        ax.set_xlabel("documents in component")
+        ax.set_ylabel("components")
+        ax.set_title(f"{r.name}: near-duplicate components ({sum(v for _, v in pairs):,})")
+        fig.tight_layout()
+        path = output / "plots" / plot_name(r.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written

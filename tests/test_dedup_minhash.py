@@ -1,0 +1,209 @@
+"""dedup_minhash on Spark: quality against exact truth, determinism, edge cases, survivors."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import functions as F
+
+from flows.cli import main as winnow
+from pipelines import dedup_minhash
+from pipelines.dedup_minhash import DedupMinhashParams
+from pipelines.read import InputSpec, ReadParams
+from pipelines import read
+from pipelines.schema import DOCUMENT_SCHEMA
+from pipelines.stage import StageContext, WinnowError
+
+from .conftest import DATA
+from .test_flow import pool_slice  # noqa: F401  (a fixture)
+
+POOL = DATA / "sample" / "pool"
+FILES = ["code.parquet", "docs.jsonl.gz", "fiction.jsonl.zst", "reference.jsonl.zst"]  # input order
+
+
+@pytest.fixture(scope="module")
+def pool(spark, tmp_path_factory):
+    """The whole sample pool (5,645 docs) as the stage sees it, materialized once."""
+    ctx = StageContext(spark)
+    specs = [InputSpec(str(POOL / name), name.split(".")[0]) for name in FILES]
+    path = str(tmp_path_factory.mktemp("pool") / "pool.parquet")
+    read.apply(None, ReadParams(specs), ctx).kept.write.parquet(path)
+    return spark.read.parquet(path)
+
+
+def truth_ids() -> set[str]:
+    lines = (DATA / "sample" / "minhash_truth.jsonl").read_text().splitlines()
+    return {json.loads(line)["id"] for line in lines}
+
+
+def kept_ids(result) -> bytes:
+    rows = result.kept.orderBy("_file", "_row").select("id").collect()
+    return "\n".join(r["id"] for r in rows).encode()
+
+
+def test_precision_and_recall_against_exact_jaccard_truth(pool, ctx):
+    result = dedup_minhash.apply(pool, DedupMinhashParams(), ctx)
+    removed = {r["id"] for r in result.removed.select("id").collect()}
+    truth = truth_ids()
+    hits = len(removed & truth)
+    precision, recall = hits / len(removed), hits / len(truth)
+    assert precision >= 0.95, (precision, recall)
+    assert recall >= 0.95, (precision, recall)
+    assert result.kept.count() + len(removed) == pool.count()
+    stats = result.stats
+    assert stats["components"] == sum(stats["component_sizes"].values())
+    assert len(removed) == sum((size - 1) * n for size, n in stats["component_sizes"].items())
+
+
+def test_the_same_input_gives_identical_kept_ids_whatever_the_partitioning(pool, spark):
+    subset = pool.where(F.col("_file") >= 2)  # fiction and reference: ~2.3k docs, ~150 removed
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    outputs = []
+    try:
+        for parts in (1, 3, 8, 3):
+            spark.conf.set("spark.sql.shuffle.partitions", str(parts))
+            ctx = StageContext(spark)
+            result = dedup_minhash.apply(subset.repartition(parts), DedupMinhashParams(), ctx)
+            outputs.append((kept_ids(result), result.removed.count()))
+            ctx.release()
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
+    assert outputs[0][1] > 50
+    assert all(o == outputs[0] for o in outputs)
+
+
+def frame(spark, rows):
+    """rows: (id, text, source); input order is the list order."""
+    data = [(i, t, s, "web", {}, 0, n) for n, (i, t, s) in enumerate(rows)]
+    return spark.createDataFrame(data, DOCUMENT_SCHEMA)
+
+
+PROSE = (
+    "The library keeps its old catalogue in a long wooden cabinet near the reading room, and every "
+    "card in it was typed by hand between the wars by two sisters who worked there for forty years "
+    "without once agreeing on how a title with a leading article should be filed or alphabetized."
+)
+
+
+def edited(text, old, new):
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def frame_from_file(spark, rows, path):
+    """Like `frame`, but through a Parquet file, as real input arrives: Spark ships a local
+    DataFrame inside its tasks, which fails for 10 MB rows."""
+    table = pa.table({
+        "id": [r[0] for r in rows], "text": [r[1] for r in rows], "source": [r[2] for r in rows],
+        "domain": ["web"] * len(rows),
+        "meta": pa.array([[] for _ in rows], type=pa.map_(pa.string(), pa.string())),
+        "_file": pa.array([0] * len(rows), type=pa.int32()),
+        "_row": pa.array(range(len(rows)), type=pa.int64()),
+    })
+    pq.write_table(table, path)
+    return spark.read.parquet(str(path))
+
+
+def test_bad_and_odd_input_passes_through_with_a_defined_result(spark, ctx, tmp_path):
+    big = " ".join(f"{w}{i % 977}x" for i, w in enumerate(PROSE.split() * 60_000))  # ~12 MB
+    assert len(big) > 10_000_000
+    han = "数据清洗是训练语言模型之前最重要的一步因为重复的文档会让模型记住而不是学会语言的规律所以我们先删除近似重复"
+    han += "我们还要检查每一个来源的语言和质量并且记录每一步删除了多少文档以及删除的原因"
+    rows = [
+        ("empty", "", "a"),
+        ("blank", " \n\t ", "a"),
+        ("punct", "!!! ... ???", "a"),
+        ("one-word", "hello", "a"),
+        ("one-word-copy", "Hello!", "a"),
+        ("other-word", "goodbye", "a"),
+        ("big", big, "a"),
+        ("big-edited", edited(big, big[6_000_000:6_000_050], "a small edit"), "a"),
+        ("han", han, "a"),
+        ("han-edited", edited(han, "所以", "所已"), "a"),
+        ("cyrillic", "Съешь же ещё этих мягких французских булок да выпей чаю " * 3, "a"),
+        ("greek", "Ξεσκεπάζω την ψυχοφθόρα βδελυγμία και γράφω πολλές ακόμη λέξεις εδώ", "a"),
+    ]
+    df = frame_from_file(spark, rows, tmp_path / "odd.parquet")
+    result = dedup_minhash.apply(df, DedupMinhashParams(), ctx)
+    removed = {r["id"]: r["reason"] for r in result.removed.select("id", "reason").collect()}
+    assert removed == {
+        "blank": "near-duplicate of empty",        # no tokens at all: one empty shingle each
+        "punct": "near-duplicate of empty",
+        "one-word-copy": "near-duplicate of one-word",  # shorter than n: the whole text is one shingle
+        "big-edited": "near-duplicate of big",
+        "han-edited": "near-duplicate of han",       # Han shingles on characters
+    }
+    assert result.kept.count() == len(rows) - len(removed)
+
+
+def test_removed_rows_name_their_survivor_and_component(spark, ctx):
+    rows = [
+        ("a", PROSE, "s1"),
+        ("b", edited(PROSE, "forty", "thirty"), "s2"),
+        ("c", "Something else entirely, with enough words to make a few shingles of its own.", "s1"),
+        ("d", edited(PROSE, "wooden", "oak"), "s1"),
+    ]
+    result = dedup_minhash.apply(frame(spark, rows), DedupMinhashParams(), ctx)
+    removed = {r["id"]: (r["reason"], r["duplicate_of"], r["cluster_id"], r["removed_by"])
+               for r in result.removed.collect()}
+    assert removed == {
+        "b": ("near-duplicate of a", "a", "a", "dedup_minhash"),
+        "d": ("near-duplicate of a", "a", "a", "dedup_minhash"),
+    }
+    kept = {r["id"]: r["cluster_id"] for r in result.kept.collect()}
+    assert kept == {"a": "a", "c": None}
+    assert set(result.kept.columns) == set(DOCUMENT_SCHEMA.names) | {"cluster_id"}
+
+    per_source = dedup_minhash.apply(frame(spark, rows), DedupMinhashParams(per_source=True), ctx)
+    assert {r["id"] for r in per_source.removed.collect()} == {"d"}
+
+
+def test_a_score_column_keeps_the_best_copy(spark, ctx):
+    rows = [("a", PROSE, "s"), ("b", edited(PROSE, "forty", "thirty"), "s"), ("c", edited(PROSE, "two", "three"), "s")]
+    df = frame(spark, rows).withColumn("score_q", F.when(F.col("id") == "b", 0.9).when(F.col("id") == "a", 0.2))
+    result = dedup_minhash.apply(df, DedupMinhashParams(score_column="score_q"), ctx)
+    assert {r["id"]: r["duplicate_of"] for r in result.removed.collect()} == {"a": "b", "c": "b"}
+    with pytest.raises(WinnowError, match="score_column"):
+        dedup_minhash.apply(df, DedupMinhashParams(score_column="score_missing"), ctx)
+
+
+def test_the_checks_agree_on_clear_cases(spark, ctx):
+    rows = [("a", PROSE, "s"), ("b", edited(PROSE, "forty", "thirty"), "s"), ("c", "unrelated words " * 20, "s")]
+    for check in ("signature", "exact", "none"):
+        result = dedup_minhash.apply(frame(spark, rows), DedupMinhashParams(check=check), ctx)
+        assert {r["id"] for r in result.removed.collect()} == {"b"}, check
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"threshold": 1.2}, "threshold"),
+    ({"bands": 4}, "bands and rows go together"),
+    ({"bands": 40, "rows": 10}, "at most num_perm"),
+    ({"check": "maybe"}, "check"),
+    ({"num_perm": 1}, "num_perm"),
+])
+def test_parameters_are_checked(bad, message):
+    with pytest.raises(WinnowError, match=message):
+        DedupMinhashParams(**bad)
+
+
+def test_explain_prints_the_banding(capsys):
+    assert winnow(["dedup", "--explain", "--threshold", "0.7", "--num-perm", "240", "--fp-weight", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "bands x rows = 24 x 10" in out
+    assert "0.70    0.4973" in out
+
+
+def test_winnow_dedup_writes_the_output_layout_with_a_component_plot(pool_slice, tmp_path, prefect_server, spark, capsys):
+    out = tmp_path / "dedup"
+    status = winnow(["dedup", *[str(p) for p in pool_slice["paths"]], "--output", str(out), "--verify"])
+    assert status == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert stages["dedup_minhash"]["removed"] >= 60   # at least the planted exact duplicates
+    report = (out / "report.md").read_text()
+    assert "near-duplicate component sizes" in report
+    assert (out / "plots" / "dedup_minhash-component-sizes.png").stat().st_size > 1000
+    assert winnow(["dedup", str(pool_slice["paths"][0])]) == 2
+    assert "winnow: error:" in capsys.readouterr().err
