@@ -186,7 +186,7 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
         )
     b, r = params.banding()
     extra = ["source"] if params.per_source else []
-    docs = ctx.persist(df.withColumn("_node", node_column()))
+    docs = df.withColumn("_node", node_column())  # re-read from Parquet where used: one corpus copy in memory, not two
 
     kernel_in = docs.select(F.col("_node").alias("node"), "text", *extra)
     kernel = _signature_kernel(params.num_perm, params.ngram, params.seed, extra)
