@@ -26,11 +26,27 @@ _DIGITS = re.compile(r"\d+")
 _NON_WORD = re.compile(r"[^\w\s]|_")
 
 
+_COMBINING = None  # numpy bool table over all code points: True where the combining class != 0
+
+
 def _strip_diacritics(text: str) -> str:
+    global _COMBINING
     if text.isascii():  # NFKD leaves ASCII as it is and it has no combining marks
         return text
+    import numpy as np
+
+    if _COMBINING is None:
+        table = np.zeros(0x110000, dtype=bool)
+        table[[cp for cp in range(0x300, 0x110000) if unicodedata.combining(chr(cp))]] = True
+        _COMBINING = table
+    # Look the code points up in one numpy pass: a Python loop over characters was most of the
+    # MinHash signature time on non-ASCII text.
     decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    points = np.frombuffer(decomposed.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    marks = _COMBINING[points]
+    if not marks.any():
+        return decomposed
+    return points[~marks].tobytes().decode("utf-32-le", "surrogatepass")
 
 
 def normalize(text: str, mode: Normalization = "whitespace") -> str:
