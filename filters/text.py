@@ -15,6 +15,7 @@ import re
 import unicodedata
 from typing import Iterable, Literal
 
+import numpy as np
 import xxhash
 
 Normalization = Literal["none", "whitespace", "aggressive"]
@@ -33,8 +34,6 @@ def _strip_diacritics(text: str) -> str:
     global _COMBINING
     if text.isascii():  # NFKD leaves ASCII as it is and it has no combining marks
         return text
-    import numpy as np
-
     if _COMBINING is None:
         table = np.zeros(0x110000, dtype=bool)
         table[[cp for cp in range(0x300, 0x110000) if unicodedata.combining(chr(cp))]] = True

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -87,14 +88,9 @@ class DedupMinhashParams:
         return 3.0 * math.sqrt(t * (1.0 - t) / self.num_perm)
 
 
-_BANDING_CACHE: dict[tuple[float, int, float], tuple[int, int]] = {}
-
-
+@lru_cache(maxsize=32)
 def _optimal(threshold: float, num_perm: int, fp_weight: float) -> tuple[int, int]:
-    key = (threshold, num_perm, fp_weight)
-    if key not in _BANDING_CACHE:
-        _BANDING_CACHE[key] = mk.optimal_bands(threshold, num_perm, fp_weight, 1.0 - fp_weight)
-    return _BANDING_CACHE[key]
+    return mk.optimal_bands(threshold, num_perm, fp_weight, 1.0 - fp_weight)
 
 
 def explain(params: DedupMinhashParams, similarities=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> str:
