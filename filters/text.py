@@ -21,10 +21,12 @@ import xxhash
 Normalization = Literal["none", "whitespace", "aggressive"]
 NORMALIZATIONS: tuple[str, ...] = ("none", "whitespace", "aggressive")
 
-_DIGITS = re.compile(r"\d+")
-# \w keeps letters, digits and underscore; everything else that is not space is punctuation or a
-# symbol. Underscore is punctuation too.
-_NON_WORD = re.compile(r"[^\w\s]|_")
+# The aggressive mode's character classes, as Python's `re` defines them: a separator is whitespace
+# or anything outside \w (punctuation, symbols) or the underscore; a digit is \d (any script's
+# decimal digits); everything else is a word character.
+_SEPARATOR = re.compile(r"\s|[^\w\s]|_")
+_DIGIT = re.compile(r"\d")
+_SEP, _DIG, _WORD = 0, 1, 2
 
 
 _COMBINING = None  # numpy bool table over all code points: True where the combining class != 0
@@ -48,6 +50,43 @@ def _strip_diacritics(text: str) -> str:
     return points[~marks].tobytes().decode("utf-32-le", "surrogatepass")
 
 
+_CLASSES = None  # numpy uint8 table over all code points: _SEP, _DIG or _WORD
+
+
+def _classes() -> np.ndarray:
+    global _CLASSES
+    if _CLASSES is None:
+        # Classify every code point with the regexes themselves (one substitution pass over a
+        # string of all of them, about 0.3 s once per process), so the table cannot drift from
+        # Python's definitions of \s, \w and \d.
+        every = "".join(map(chr, range(0x110000)))
+
+        def hit(pattern: re.Pattern) -> np.ndarray:
+            marked = pattern.sub("\0", every).encode("utf-32-le", "surrogatepass")
+            return np.frombuffer(marked, dtype=np.uint32) == 0
+
+        table = np.full(0x110000, _WORD, dtype=np.uint8)
+        table[hit(_DIGIT)] = _DIG
+        table[hit(_SEPARATOR)] = _SEP  # NUL is a separator itself, so marking with it is safe
+        _CLASSES = table
+    return _CLASSES
+
+
+def _squeeze(points: np.ndarray) -> np.ndarray:
+    r"""Code points -> code points with every digit run as one "0" and every separator run as one
+    space, no space at either end: `" ".join(re.sub(r"[^\w\s]|_", " ", re.sub(r"\d+", "0", t))
+    .split())` as one vectorized pass."""
+    cls = _classes()[points]
+    prev = np.empty_like(cls)
+    prev[:1] = _SEP  # a separator run at the start is dropped
+    prev[1:] = cls[:-1]
+    keep = np.where(cls == _SEP, prev != _SEP, (cls == _WORD) | (prev != _DIG))
+    out = np.where(cls == _SEP, 0x20, np.where(cls == _DIG, 0x30, points))[keep]
+    if out.size and out[-1] == 0x20:
+        out = out[:-1]
+    return out
+
+
 def normalize(text: str, mode: Normalization = "whitespace") -> str:
     """Return `text` normalized by `mode` (see the module docstring)."""
     if mode == "none":
@@ -58,9 +97,14 @@ def normalize(text: str, mode: Normalization = "whitespace") -> str:
         # Lowercasing can expose new decompositions (U+0130 -> i + combining dot) and NFKD can
         # expose new cases (mathematical bold A -> A), so strip, lower, strip.
         text = _strip_diacritics(_strip_diacritics(text).lower())
-        text = _DIGITS.sub("0", text)
-        text = _NON_WORD.sub(" ", text)
-        return " ".join(text.split())
+        # Digits and separators are replaced in one numpy pass over the code points; the
+        # regex substitutions this replaces were 3/4 of the MinHash signature time.
+        if text.isascii():
+            points = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+            return _squeeze(points).astype(np.uint8).tobytes().decode("ascii")
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        squeezed = _squeeze(points).astype(np.uint32)
+        return squeezed.tobytes().decode("utf-32-le", "surrogatepass")
     raise ValueError(f"unknown normalization {mode!r}; expected one of {', '.join(NORMALIZATIONS)}")
 
 

@@ -53,3 +53,25 @@ def test_normalization_is_idempotent(text):
 def test_hash_ignores_how_words_are_spaced(words, sep):
     words = [w for w in (" ".join(x.split()) for x in words) if w]
     assert content_hash(" ".join(words)) == content_hash(sep.join(words) + sep)
+
+
+def _aggressive_by_regex(text):
+    """The aggressive mode written the slow, obvious way: what the numpy pass must reproduce."""
+    import re
+
+    from filters.text import _strip_diacritics
+
+    text = _strip_diacritics(_strip_diacritics(text).lower())
+    text = re.sub(r"[^\w\s]|_", " ", re.sub(r"\d+", "0", text))
+    return " ".join(text.split())
+
+
+@given(st.text())
+def test_aggressive_mode_equals_the_regex_definition(text):
+    assert normalize(text, "aggressive") == _aggressive_by_regex(text)
+
+
+def test_aggressive_mode_equals_the_regex_definition_on_every_code_point():
+    every = "".join(map(chr, range(0x110000)))
+    for text in (every, every[::-1], "x١٢y ３４ ǅ İ ﬁ ²³ \u2028\u00a0 \x1c a_b 日本", "", "  ", "_"):
+        assert normalize(text, "aggressive") == _aggressive_by_regex(text)
