@@ -384,7 +384,7 @@ def quality(spark, docs, seeds: int, quick: bool) -> dict:
               + ", ".join(f"{r['seed']}: {r['precision']:.4f}/{r['recall']:.4f}" for r in rs))
     print("    winnow default, seed 1, misses true duplicates whose best exact Jaccard is: "
           f"{runs['signature'][0]['missed_max_jaccard']}")
-    print("    cand. = winnow: distinct (member, bucket anchor) edges before the check; datasketch: distinct "
+    print("    cand. = winnow: distinct (member, bucket anchor or previous member) pairs before the check; datasketch: distinct "
           "colliding pairs")
     print("    time = winnow: the whole Spark stage, local[2]; datasketch: one process, signatures (MinHash.bulk) "
           "+ LSH + union-find, shingling excluded")

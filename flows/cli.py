@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="LSH bands; with --rows, instead of the S-curve optimization")
     dedup.add_argument("--rows", type=int, default=None, metavar="R", help="rows (values) per band")
     dedup.add_argument("--fp-weight", type=float, default=None, metavar="W",
-                       help="weight of the false-positive area when choosing bands x rows (default 0.05)")
+                       help="weight of the false-positive area when choosing bands x rows (default 0.02)")
     dedup.add_argument("--verify", action="store_true",
                        help="check every candidate pair on exact Jaccard (default: signature "
                        "agreement, exact Jaccard only for pairs near the threshold)")
