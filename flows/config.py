@@ -46,6 +46,20 @@ class SparkConfig(_Strict):
 class WriteConfig(_Strict):
     compression: str = "zstd"
     max_records_per_file: int = Field(default=100_000, ge=0)
+    columns: list[str] = Field(default_factory=list)
+
+
+class TrainConfig(_Strict):
+    """A scorer the flow trains before it reads its inputs ([[train]]); only `dclm` for now."""
+
+    kind: str = "dclm"
+    output: str                          # the model file; "{output}" is the run's output directory
+    positives: list[str] = Field(min_length=1)
+    negatives: list[str] | str = "inputs"  # "inputs": the flow's own inputs (the raw pool)
+    max_per_class: int = Field(default=200_000, ge=2)
+    heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    seed: int | None = None              # default: the run's seed
+    fasttext: dict[str, Any] = Field(default_factory=dict)  # DclmTrainParams fields: epoch, lr, dim, bucket, ...
 
 
 class RunConfig(_Strict):
@@ -53,6 +67,7 @@ class RunConfig(_Strict):
     seed: int = 0
     overwrite: bool = False
     inputs: list[InputConfig] = Field(min_length=1)
+    train: list[TrainConfig] = Field(default_factory=list)
     stages: list[dict[str, Any]] = Field(default_factory=list)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     write: WriteConfig = Field(default_factory=WriteConfig)
@@ -96,11 +111,16 @@ def stage_params(kind: str, values: dict[str, Any], where: str) -> Any:
             raise ConfigError(f"unknown key '{where}.{key}' for stage {kind} (known: {known})")
     checked = {}
     for key, value in values.items():
+        if isinstance(value, list):  # TOML has arrays, the parameter dataclasses have tuples
+            value = tuple(value)
         try:
             checked[key] = TypeAdapter(fields[key].type).validate_python(value, strict=True)
         except ValidationError as exc:
             raise ConfigError(f"'{where}.{key}': {exc.errors()[0]['msg']}") from None
-    return spec.params(**checked)
+    try:
+        return spec.params(**checked)
+    except WinnowError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -119,14 +139,65 @@ def parse_config(data: dict[str, Any], base_dir: Path, origin: str = "config") -
         if item.format is not None and item.format not in FORMATS:
             raise ConfigError(f"{origin}: 'inputs[{i}].format': {item.format!r} is not one of {', '.join(FORMATS)}")
         inputs.append(item.model_copy(update={"path": _resolve(item.path, base_dir)}))
+    stages = [_resolve_stage_paths(raw, base_dir) for raw in cfg.stages]
+    train = []
+    for item in cfg.train:
+        negatives = item.negatives if isinstance(item.negatives, str) else [_resolve(n, base_dir) for n in item.negatives]
+        if isinstance(negatives, str) and negatives != "inputs":
+            raise ConfigError(f"{origin}: 'train.negatives': a list of paths, or \"inputs\" for the flow's inputs")
+        train.append(item.model_copy(update={
+            "output": _resolve_model(item.output, base_dir),
+            "positives": [_resolve(p, base_dir) for p in item.positives], "negatives": negatives}))
     try:
         plans(cfg)
+        train_specs(cfg)
         write_params(cfg, "")
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     except WinnowError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
-    return cfg.model_copy(update={"inputs": inputs, "output": _resolve(cfg.output, base_dir)})
+    return cfg.model_copy(update={"inputs": inputs, "stages": stages, "train": train,
+                                  "output": _resolve(cfg.output, base_dir)})
+
+
+def _resolve_model(path: str, base: Path) -> str:
+    return path if path.startswith("{output}") else _resolve(path, base)
+
+
+def _resolve_stage_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Model paths of a score stage's scorers resolve like every other path in the file."""
+    if raw.get("stage") != "score" or not isinstance(raw.get("scorers"), list):
+        return raw
+    scorers = []
+    for s in raw["scorers"]:
+        model = s.get("model") if isinstance(s, dict) else None
+        if isinstance(model, str) and (s.get("kind") != "langid" or model.endswith(".json")):
+            s = {**s, "model": _resolve_model(model, base)}
+        scorers.append(s)
+    return {**raw, "scorers": scorers}
+
+
+def train_specs(cfg: RunConfig) -> list:
+    """The [[train]] entries as `flows.train.TrainSpec`s, with `{output}` and "inputs" filled in."""
+    from filters.base import ScorerError
+    from filters.dclm import DclmTrainParams
+
+    from .train import TrainSpec
+
+    out = []
+    for i, t in enumerate(cfg.train):
+        try:
+            params = DclmTrainParams(**t.fasttext)
+        except TypeError as exc:
+            raise ConfigError(f"'train[{i}].fasttext': {exc}") from None
+        except ScorerError as exc:
+            raise ConfigError(f"'train[{i}].fasttext': {exc}") from None
+        negatives = [i.path for i in cfg.inputs] if t.negatives == "inputs" else t.negatives
+        out.append(TrainSpec(kind=t.kind, output=t.output.replace("{output}", cfg.output),
+                             positives=tuple(t.positives), negatives=tuple(negatives),
+                             max_per_class=t.max_per_class, heldout_fraction=t.heldout_fraction,
+                             seed=cfg.seed if t.seed is None else t.seed, params=params))
+    return out
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -166,7 +237,9 @@ def input_specs(cfg: RunConfig) -> tuple[InputSpec, ...]:
 
 
 def write_params(cfg: RunConfig, output: str) -> WriteParams:
-    return WriteParams(path=str(Path(output) / "kept") if output else "", **cfg.write.model_dump())
+    values = cfg.write.model_dump()
+    values["columns"] = tuple(values["columns"])
+    return WriteParams(path=str(Path(output) / "kept") if output else "", **values)
 
 
 def with_overrides(

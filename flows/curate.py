@@ -18,10 +18,10 @@ from typing import Any, Callable, Protocol
 from pipelines import STAGES, read, write
 from pipelines.stage import AccountingError, StageContext, StageResult, WinnowError
 
-from .config import RunConfig, input_specs, plans, write_params
+from .config import RunConfig, input_specs, plans, train_specs, write_params
 from .report import STAGE_HEADER, StageRecord, code_version, report_markdown, stage_table_rows, write_manifest, write_plots
 
-OUTPUT_ENTRIES = ("kept", "removed", "_work", "plots", "manifest.json", "report.md")
+OUTPUT_ENTRIES = ("kept", "removed", "selected", "models", "_work", "plots", "manifest.json", "report.md")
 
 
 class Progress(Protocol):
@@ -114,7 +114,7 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     steps: list[tuple[str, str, Callable[..., StageResult], Any]] = [
         (read.NAME, read.NAME, read.apply, read.ReadParams(input_specs(cfg)))
     ]
-    steps += [(p.label, p.name, STAGES[p.name].apply, p.params) for p in plans(cfg)]
+    steps += [(p.label, p.name, STAGES[p.name].apply, p.params) for p in run_plans(cfg)]
     steps.append((write.NAME, write.NAME, write.apply, write_params(cfg, str(output))))
     records: list[StageRecord] = []
     in_path: str | None = None
@@ -138,6 +138,38 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     return [r.as_json() for r in records]
 
 
+def run_plans(cfg: RunConfig):
+    """The configured stages with run-time values filled in (`{output}` in score model paths)."""
+    import dataclasses
+
+    out = []
+    for p in plans(cfg):
+        if p.name == "score":
+            p = dataclasses.replace(p, params=dataclasses.replace(p.params, output=str(Path(cfg.output).resolve())))
+        out.append(p)
+    return out
+
+
+def _train_and_check(cfg: RunConfig, spark, progress) -> list[dict[str, Any]]:
+    """Train the [[train]] scorers, then load every configured scorer: before any input is read."""
+    from pipelines.score import check_scorers
+
+    from .train import train_dclm
+
+    reports = []
+    for spec in train_specs(cfg):
+        if progress:
+            progress.stage_started(f"train {spec.kind}")
+        report = train_dclm(spark, spec, log=lambda *a: None)
+        reports.append(report)
+        if progress and hasattr(progress, "training_finished"):
+            progress.training_finished(f"train {spec.kind}", report)
+    for p in run_plans(cfg):
+        if p.name == "score":
+            check_scorers(p.params.specs())
+    return reports
+
+
 def _flow():
     from prefect import flow
 
@@ -156,6 +188,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None) -
         spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,
                           driver_memory=cfg.spark.driver_memory, conf=cfg.spark.conf)
     started = dt.datetime.now(dt.timezone.utc)
+    training = _train_and_check(cfg, spark, progress)
     key = uuid.uuid4().hex
     _LIVE[key] = {"cfg": cfg, "spark": spark, "output": output, "progress": progress, "seed": cfg.seed}
     try:
@@ -174,6 +207,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None) -
         "counts": {"in": records[0].n_in, "kept": records[-1].kept,
                    "removed": sum(r.removed for r in records)},
         "stages": [r.as_json() for r in records],
+        "training": training,
         "inputs": prints,
         "config": cfg.model_dump(mode="json"),
     }

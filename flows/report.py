@@ -82,6 +82,26 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
                 lines.append(f"| {size:,} | {count:,} | {size * count:,} | {(size - 1) * count:,} |")
             plot = plot_name(r.name)
             lines += ["", f"![component sizes of {r.name}](plots/{plot})"]
+        for r in details:
+            quantiles = r.stats.get("score_quantiles")
+            if not quantiles:
+                continue
+            qs = sorted({q for qv in quantiles.values() for q in qv}, key=float)
+            lines += ["", f"### {r.name}: score quantiles", ""]
+            lines.append("| score | " + " | ".join(f"q{q}" for q in qs) + " |")
+            lines.append("|---|" + "---:|" * len(qs))
+            for col, qv in quantiles.items():
+                lines.append(f"| {col} | " + " | ".join(f"{qv[q]:.4g}" if q in qv else "" for q in qs) + " |")
+            for col in quantiles:
+                lines += ["", f"![{col} histogram](plots/{histogram_name(r.name, col)})"]
+    training = manifest.get("training") or []
+    if training:
+        lines += ["", "## Trained scorers", ""]
+        lines += ["| kind | model | positives | negatives | bucket | MB | held-out ROC-AUC | seconds |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for t in training:
+            lines.append(f"| {t['kind']} | `{t['output']}` | {t['positives']['trained']:,} | {t['negatives']['trained']:,} "
+                         f"| {t['bucket']:,} | {t['model_bytes'] / 1e6:.1f} | {t['heldout_roc_auc']} | {t['seconds']} |")
     removed = [r for r in records if r.removed_path]
     if removed:
         lines += ["", "## Removed rows", ""]
@@ -101,9 +121,35 @@ def plot_name(label: str) -> str:
     return f"{label}-component-sizes.png"
 
 
+def histogram_name(label: str, column: str) -> str:
+    return f"{label}-{column}-histogram.png"
+
+
 def write_plots(records: list[StageRecord], output: Path) -> list[Path]:
-    """A log-log plot of the component-size distribution of each stage that reports one."""
+    """A log-log plot of the component-size distribution of each stage that reports one, and a
+    histogram of every score a stage reports."""
     written = []
+    for r in records:
+        for col, hist in (r.stats.get("score_histograms") or {}).items():
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            edges, counts = hist["edges"], hist["counts"]
+            fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+            if counts:
+                ax.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges, edges[1:])], align="edge",
+                       color="#4c72b0", edgecolor="white")
+            ax.set_xlabel(col)
+            ax.set_ylabel("documents")
+            ax.set_title(f"{r.name}: {col} ({sum(counts):,} documents)")
+            fig.tight_layout()
+            path = output / "plots" / histogram_name(r.name, col)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path)
+            plt.close(fig)
+            written.append(path)
     for r in records:
         sizes = r.stats.get("component_sizes")
         if sizes is None:

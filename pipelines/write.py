@@ -24,12 +24,23 @@ class WriteParams:
     path: str = ""                       # set by the flow: <output>/kept
     compression: str = "zstd"
     max_records_per_file: int = 100_000  # 0: no limit
+    columns: tuple[str, ...] = ()        # columns to write (fnmatch patterns such as "score_*"); () = all
 
     def __post_init__(self) -> None:
         if self.compression not in COMPRESSIONS:
             raise WinnowError(f"write.compression: {self.compression!r} is not one of {', '.join(COMPRESSIONS)}")
         if self.max_records_per_file < 0:
             raise WinnowError("write.max_records_per_file: must be >= 0")
+
+
+def project(df: DataFrame, patterns: tuple[str, ...]) -> DataFrame:
+    """The columns matching `patterns` (in the frame's order), plus the internal ones."""
+    if not patterns:
+        return df
+    from fnmatch import fnmatchcase
+
+    keep = [c for c in df.columns if c.startswith("_") or any(fnmatchcase(c, p) for p in patterns)]
+    return df.select(*keep)
 
 
 def for_output(df: DataFrame) -> DataFrame:
@@ -59,7 +70,7 @@ def write_parquet(df: DataFrame, path: str, compression: str = "zstd", max_recor
 def apply(df: DataFrame, params: WriteParams, ctx: StageContext) -> StageResult:
     if not params.path:
         raise WinnowError("write: no output path")
-    write_parquet(for_output(df), params.path, params.compression, params.max_records_per_file)
+    write_parquet(for_output(project(df, params.columns)), params.path, params.compression, params.max_records_per_file)
     written = ctx.spark.read.parquet(params.path)
     removed = ctx.spark.createDataFrame([], "id string, removed_by string, reason string")
     return StageResult(written, removed, {"path": params.path})

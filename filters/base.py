@@ -1,0 +1,138 @@
+"""The scorer protocol and registry: plain Python over lists of strings, no Spark.
+
+A scorer has a `name`, `score(texts) -> np.ndarray[float32]` (one value per text, higher is
+better), `save(path)` and a classmethod `load(path)`; trainable ones add a `train` classmethod.
+A scorer may also give `columns(texts) -> dict[str, np.ndarray]`: extra per-text columns written
+beside its score (the heuristics scorer's per-rule pass/fail).
+
+`load_scorer(spec)` checks a spec completely (known kind, model file present and loadable,
+labels right) so that a bad model is one clear error before any data is read.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+class ScorerError(ValueError):
+    """A scorer that cannot be used: unknown kind, missing or corrupt model, wrong labels."""
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    name: str
+
+    def score(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """One scorer of a `score` stage: its kind, its model file (if any), its options.
+
+    The column it writes is `score_<name>`; `name` defaults to the kind, so two scorers of one
+    kind (two DCLM models) need names of their own.
+    """
+
+    kind: str
+    model: str | None = None
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def column(self) -> str:
+        return f"score_{self.name or self.kind}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ScorerSpec":
+        """`KIND`, `KIND=MODEL` or `NAME:KIND=MODEL` (the `--scorer` syntax of `winnow score`)."""
+        head, _, model = text.partition("=")
+        name, _, kind = head.rpartition(":")
+        if not kind:
+            raise ScorerError(f"--scorer {text!r}: expected KIND, KIND=MODEL or NAME:KIND=MODEL")
+        return cls(kind=kind.strip(), model=model.strip() or None, name=name.strip() or None)
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any], where: str = "scorer") -> "ScorerSpec":
+        """A spec from a config table: `{kind = "dclm", model = "...", name = "...", <options>}`."""
+        if not isinstance(raw, dict) or "kind" not in raw:
+            raise ScorerError(f"{where}: a scorer is a table with at least `kind` (one of {', '.join(KINDS)})")
+        rest = dict(raw)
+        kind, model, name = rest.pop("kind"), rest.pop("model", None), rest.pop("name", None)
+        return cls(kind=kind, model=model, name=name, options=rest)
+
+
+def fasttext_quiet():
+    """The fasttext module with its load-time warning on stderr silenced (it is noise)."""
+    import fasttext
+    import fasttext.FastText as ft
+
+    ft.eprint = lambda *args, **kwargs: None
+    return fasttext
+
+
+def load_fasttext(path: str | Path, what: str):
+    """A fastText model from `path`, or a one-line ScorerError saying what is wrong with it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ScorerError(f"{what}: model file not found: {p}")
+    try:
+        return fasttext_quiet().load_model(str(p))
+    except (ValueError, RuntimeError, MemoryError) as exc:
+        raise ScorerError(f"{what}: {p} is not a fastText model ({exc})") from None
+
+
+def read_json_config(path: str | Path, kind: str) -> dict[str, Any]:
+    """A scorer's JSON config file, checked to be of `kind`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ScorerError(f"{kind}: config file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ScorerError(f"{kind}: {p} is not a JSON scorer config ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        found = data.get("kind") if isinstance(data, dict) else type(data).__name__
+        raise ScorerError(f"{kind}: {p} is a scorer config of kind {found!r}, not {kind!r}")
+    return data
+
+
+KINDS = ("heuristics", "dclm", "langid")
+
+
+def load_scorer(spec: ScorerSpec) -> Scorer:
+    """The scorer a spec names, fully checked."""
+    if spec.kind == "heuristics":
+        from .heuristics import HeuristicsConfig, HeuristicsScorer
+
+        if spec.model:
+            return HeuristicsScorer.load(spec.model)
+        try:
+            return HeuristicsScorer(HeuristicsConfig(**spec.options))
+        except TypeError as exc:
+            raise ScorerError(f"heuristics: {exc}") from None
+    if spec.kind == "dclm":
+        from .dclm import DclmScorer
+
+        if spec.options:
+            raise ScorerError(f"dclm: unknown options {', '.join(sorted(spec.options))} (a dclm scorer takes only `model`)")
+        if not spec.model:
+            raise ScorerError("dclm: needs a model file (--scorer dclm=PATH; train one with `winnow train-scorer dclm`)")
+        return DclmScorer.load(spec.model)
+    if spec.kind == "langid":
+        from .langid import LangIdScorer
+
+        if spec.model and spec.model.endswith(".json"):
+            return LangIdScorer.load(spec.model)
+        if spec.model:  # `--scorer langid=fr`: the value is the language
+            return LangIdScorer(language=spec.model)
+        unknown = set(spec.options) - {"language"}
+        if unknown:
+            raise ScorerError(f"langid: unknown options {', '.join(sorted(unknown))} (known: language)")
+        return LangIdScorer(**spec.options)
+    raise ScorerError(f"unknown scorer {spec.kind!r} (known: {', '.join(KINDS)})")

@@ -1,0 +1,199 @@
+"""The DCLM quality classifier: a fastText binary classifier, high-quality reference text against
+the raw pool (METHODS.md §1.2; Li et al. 2024, DataComp-LM, App. J.1).
+
+- Labels `__label__hq` (positives) and `__label__cc` (negatives), one example per line.
+- Text to line, at training and at scoring alike: `" ".join(text.strip().splitlines())`; no
+  lowercasing, nothing else (DCLM's `quality_prediction_enrichers_calc_fasttext.py`).
+- fastText defaults except `wordNgrams=2`: lr 0.1, dim 100, ws 5, epoch 5, minCount 1, softmax.
+- Score = P(hq): the top-1 prediction's probability when it is `hq`, else 1 minus it.
+
+The one setting chosen here is fastText's `bucket`, the number of hash rows shared by the word
+bigrams (unigrams get rows of their own). The library default of 2,000,000 rows x dim 100 x 4
+bytes is 800 MB of bigram rows, whatever the training set; DCLM keeps it for 400k documents. With
+`bucket=None` Winnow counts the distinct bigrams of the training set and takes the smallest power
+of two at least a quarter of that count (at most 2,000,000, at least 16,384): about four
+distinct bigrams per row. Most bigrams are seen once and carry little weight, so sharing rows
+among them costs little, and the model shrinks with the training set (the measurement is in the
+README). An explicit `bucket` wins.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .base import ScorerError, fasttext_quiet, load_fasttext
+
+HQ = "__label__hq"
+CC = "__label__cc"
+MAX_BUCKET = 2_000_000
+MIN_BUCKET = 1 << 14
+BIGRAMS_PER_ROW = 4
+
+
+def to_line(text: str) -> str:
+    """DCLM's text-to-line rule, used for training lines and for scoring alike."""
+    return " ".join(text.strip().splitlines())
+
+
+@dataclass(frozen=True)
+class DclmTrainParams:
+    word_ngrams: int = 2
+    lr: float = 0.1
+    dim: int = 100
+    ws: int = 5
+    epoch: int = 5
+    min_count: int = 1
+    bucket: int | None = None   # None: sized from the training set's distinct bigrams (see module doc)
+    threads: int = 2            # fastText's default is one; >1 trains faster but not bit-reproducibly
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("word_ngrams", "dim", "ws", "epoch", "min_count", "threads"):
+            if getattr(self, name) < 1:
+                raise ScorerError(f"dclm training: {name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ScorerError(f"dclm training: lr must be > 0, got {self.lr}")
+        if self.bucket is not None and self.bucket < 1:
+            raise ScorerError(f"dclm training: bucket must be >= 1, got {self.bucket}")
+
+
+class BigramCounter:
+    """Counts distinct word bigrams (as fastText splits words) until the count reaches `cap`."""
+
+    def __init__(self, cap: int = MAX_BUCKET * BIGRAMS_PER_ROW):
+        self.cap = cap
+        self.seen: set[int] = set()
+
+    @property
+    def full(self) -> bool:
+        return len(self.seen) >= self.cap
+
+    def add(self, line: str) -> None:
+        if self.full:
+            return
+        words = line.split()
+        self.seen.update(hash(pair) for pair in zip(words, words[1:]))
+
+    def bucket(self) -> int:
+        want = max(len(self.seen) // BIGRAMS_PER_ROW, 1)
+        return int(min(MAX_BUCKET, max(MIN_BUCKET, 1 << math.ceil(math.log2(want)))))
+
+
+def write_training_line(out, label: str, text: str, counter: BigramCounter | None = None) -> bool:
+    """Write one `label text` line; False (nothing written) for a text with no words."""
+    line = to_line(text)
+    if not line.strip():
+        return False
+    out.write(f"{label} {line}\n")
+    if counter is not None:
+        counter.add(line)
+    return True
+
+
+class DclmScorer:
+    """A trained DCLM classifier. `score` gives P(hq) per text as float32."""
+
+    name = "dclm"
+
+    def __init__(self, model, path: str | None = None):
+        labels = sorted(model.get_labels())
+        if labels != sorted([HQ, CC]):
+            where = f" {path}" if path else ""
+            raise ScorerError(
+                f"dclm: model{where} was trained with labels {labels}, expected {CC} and {HQ} "
+                "(train one with `winnow train-scorer dclm`)"
+            )
+        self.model = model
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DclmScorer":
+        return cls(load_fasttext(path, "dclm"), str(path))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.model.save_model(str(path))
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros(0, dtype=np.float32)
+        labels, probs = self.model.predict([to_line(t or "") for t in texts], k=1)
+        p = np.array([row[0] if len(row) else 0.0 for row in probs], dtype=np.float64)
+        top_hq = np.array([bool(row) and row[0] == HQ for row in labels])
+        # fastText reports probabilities clipped just above 1 (1.00001): keep P(hq) in [0, 1].
+        return np.clip(np.where(top_hq, p, 1.0 - p), 0.0, 1.0).astype(np.float32)
+
+    @classmethod
+    def train_file(cls, path: str | Path, params: DclmTrainParams = DclmTrainParams(),
+                   bucket: int | None = None) -> "DclmScorer":
+        """Train on a fastText training file of `__label__hq ...` / `__label__cc ...` lines."""
+        labels = _labels_in(path)
+        if labels != {HQ, CC}:
+            missing = sorted({HQ, CC} - labels)
+            raise ScorerError(f"dclm training: {path} has no {' or '.join(missing)} examples; "
+                              "both positives and negatives are needed")
+        ft = fasttext_quiet()
+        try:
+            model = ft.train_supervised(
+            input=str(path), lr=params.lr, dim=params.dim, ws=params.ws, epoch=params.epoch,
+            minCount=params.min_count, wordNgrams=params.word_ngrams, loss="softmax",
+            bucket=params.bucket or bucket or MIN_BUCKET, thread=params.threads, seed=params.seed,
+            verbose=0,
+            )
+        except RuntimeError as exc:  # "Encountered NaN": a tiny, perfectly separable set
+            raise ScorerError(f"dclm training diverged ({exc}); with very few or trivially separable "
+                              "examples, lower lr or add data") from None
+        return cls(model)
+
+    @classmethod
+    def train(cls, positives: Iterable[str], negatives: Iterable[str],
+              params: DclmTrainParams = DclmTrainParams()) -> "DclmScorer":
+        """Train from texts in memory (small sets; `winnow train-scorer` streams from Spark)."""
+        rows = [(HQ, t) for t in positives] + [(CC, t) for t in negatives]
+        random.Random(params.seed).shuffle(rows)  # SGD must not see all of one label first
+        counter = BigramCounter()
+        fd, tmp = tempfile.mkstemp(suffix=".txt", prefix="dclm-train-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                for label, text in rows:
+                    write_training_line(out, label, text, counter)
+            return cls.train_file(tmp, params, bucket=counter.bucket())
+        finally:
+            os.unlink(tmp)
+
+    def describe(self) -> dict:
+        args = self.model.f.getArgs()
+        return {"labels": sorted(self.model.get_labels()), "words": len(self.model.get_words()),
+                "bucket": args.bucket, "dim": args.dim, "word_ngrams": args.wordNgrams,
+                "epoch": args.epoch, "lr": args.lr}
+
+
+def _labels_in(path: str | Path) -> set[str]:
+    found: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            found.add(line.split(" ", 1)[0])
+            if {HQ, CC} <= found:
+                break
+    return found
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve (ties counted half): the chance a random positive outranks a
+    random negative. NaN when either class is empty."""
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -1,0 +1,196 @@
+"""Stage `score`: scorers from `filters/` over the text, one `score_<name>` column each.
+
+Score first, select later: this stage removes nothing; `select` keeps or removes by the written
+scores, so a user can re-select without re-scoring.
+
+- Every scorer is loaded and checked on the driver before any data is read (a missing or corrupt
+  model, an unknown kind, a model trained with other labels is one error line).
+- Model files go to the executors once, with `SparkContext.addFile` (Spark Connect:
+  `addArtifacts`), under a content-hash name; each Python worker loads each model once and keeps
+  it for every later batch and task (`_LOADED`).
+- The scorers run inside `mapInArrow` over Arrow batches of the whole row: the new columns are
+  appended, no join.
+- The heuristics scorer also writes one boolean `rule_<name>` column per rule (pass = true).
+- Stats: per score, quantiles and a 20-bin histogram, computed in Spark (only the bins come back).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from filters.base import ScorerError, ScorerSpec, load_scorer
+
+from .stage import StageContext, StageResult, WinnowError
+
+NAME = "score"
+QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+BINS = 20
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    scorers: tuple[dict[str, Any], ...] = ()   # tables {kind, model, name, <options>}
+    output: str = ""                           # set by the flow: `{output}` in model paths
+
+    def __post_init__(self) -> None:
+        if not self.scorers:
+            raise WinnowError("score.scorers: give at least one scorer, e.g. {kind = \"heuristics\"}")
+        specs = self.specs()
+        columns = [s.column for s in specs]
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        if twice:
+            raise WinnowError(f"score.scorers: two scorers write {', '.join(twice)}; give them distinct `name`s")
+
+    def specs(self) -> list[ScorerSpec]:
+        out = []
+        for i, raw in enumerate(self.scorers):
+            try:
+                spec = ScorerSpec.from_mapping(dict(raw), f"score.scorers[{i}]")
+            except ScorerError as exc:
+                raise WinnowError(str(exc)) from None
+            if spec.model and "{output}" in spec.model:
+                spec = ScorerSpec(spec.kind, spec.model.replace("{output}", self.output or "{output}"),
+                                  spec.name, spec.options)
+            out.append(spec)
+        return out
+
+
+def check_scorers(specs: list[ScorerSpec]) -> list:
+    """Load every scorer on the driver: the first bad one is a WinnowError naming it."""
+    loaded = []
+    for spec in specs:
+        try:
+            loaded.append(load_scorer(spec))
+        except ScorerError as exc:
+            raise WinnowError(str(exc)) from None
+    return loaded
+
+
+def _ship(ctx: StageContext, path: str) -> str:
+    """Send a model file to every executor once; returns the name to `SparkFiles.get` it by."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    name = f"{digest.hexdigest()[:16]}-{Path(path).name}"
+    stage_dir = Path(tempfile.gettempdir()) / "winnow-models"
+    stage_dir.mkdir(exist_ok=True)
+    link = stage_dir / name
+    if not link.exists():
+        # A hard link, or a copy across file systems; not a symlink: Spark resolves those and
+        # ships the file under its target's name.
+        try:
+            os.link(path, link)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(path, link)
+    try:
+        sc = ctx.spark.sparkContext
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        sc = None
+    if sc is not None:
+        if name not in _shipped(sc):
+            sc.addFile(str(link))
+    else:
+        ctx.spark.addArtifacts(str(link), file=True)
+    return name
+
+
+def _shipped(sc) -> set[str]:
+    files = sc._jsc.sc().listFiles()
+    return {str(files.apply(i)).rsplit("/", 1)[-1] for i in range(files.size())}
+
+
+_LOADED: dict[tuple, Any] = {}  # in each Python worker: (kind, file, options) -> scorer
+
+
+def _worker_scorer(kind: str, shipped: str | None, options: tuple):
+    key = (kind, shipped, options)
+    if key not in _LOADED:
+        model = None
+        if shipped is not None:
+            from pyspark import SparkFiles
+
+            model = SparkFiles.get(shipped)
+        _LOADED[key] = load_scorer(ScorerSpec(kind=kind, model=model, options=dict(options)))
+    return _LOADED[key]
+
+
+def _kernel(plan: list[tuple[str, str | None, tuple, str, list[str]]]):
+    """plan: per scorer (kind, shipped file name, options, score column, rule names)."""
+
+    def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        scorers = [_worker_scorer(kind, shipped, options) for kind, shipped, options, _, _ in plan]
+        for batch in batches:
+            texts = [t if t is not None else "" for t in batch.column(batch.schema.get_field_index("text")).to_pylist()]
+            arrays, names = list(batch.columns), list(batch.schema.names)
+            for scorer, (_, _, _, column, rules) in zip(scorers, plan):
+                arrays.append(pa.array(scorer.score(texts), type=pa.float32()))
+                names.append(column)
+                if rules:
+                    table = scorer.rule_table(texts)
+                    for rule in rules:
+                        arrays.append(pa.array(table[rule], type=pa.bool_()))
+                        names.append(f"rule_{rule}")
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    return kernel
+
+
+def apply(df: DataFrame, params: ScoreParams, ctx: StageContext) -> StageResult:
+    specs = params.specs()
+    scorers = check_scorers(specs)
+    plan, fields = [], list(df.schema.fields)
+    for spec, scorer in zip(specs, scorers):
+        options = dict(spec.options)
+        model_file = spec.model
+        if spec.kind == "langid" and spec.model and not spec.model.endswith(".json"):
+            options["language"], model_file = spec.model, None  # `langid=fr` names a language
+        shipped = _ship(ctx, model_file) if model_file else None
+        rules = list(scorer.config.rules) if spec.kind == "heuristics" else []
+        taken = {f.name for f in fields}
+        new = [spec.column] + [f"rule_{r}" for r in rules]
+        clash = [c for c in new if c in taken]
+        if clash:
+            raise WinnowError(f"score: the input already has column {clash[0]}; drop it or name the scorer differently")
+        plan.append((spec.kind, shipped, tuple(sorted(options.items())), spec.column, rules))
+        fields.append(T.StructField(spec.column, T.FloatType()))
+        fields += [T.StructField(f"rule_{r}", T.BooleanType()) for r in rules]
+    scored = ctx.persist(df.mapInArrow(_kernel(plan), T.StructType(fields)))
+    stats = score_stats(scored, [p[3] for p in plan])
+    removed = ctx.spark.createDataFrame([], "id string, removed_by string, reason string")
+    return StageResult(scored, removed, stats)
+
+
+def score_stats(df: DataFrame, columns: list[str]) -> dict[str, Any]:
+    """Quantiles and a histogram per score column: two aggregations, small results."""
+    aggs = []
+    for c in columns:
+        aggs += [F.min(c).alias(f"{c}__min"), F.max(c).alias(f"{c}__max"),
+                 F.percentile_approx(c, list(QUANTILES), 10_000).alias(f"{c}__q"),
+                 F.count(c).alias(f"{c}__n")]
+    row = df.agg(*aggs).first()
+    quantiles, histograms = {}, {}
+    for c in columns:
+        lo, hi, n = row[f"{c}__min"], row[f"{c}__max"], row[f"{c}__n"]
+        if not n:
+            quantiles[c], histograms[c] = {}, {"edges": [], "counts": []}
+            continue
+        quantiles[c] = {f"{q:g}": float(v) for q, v in zip(QUANTILES, row[f"{c}__q"])}
+        lo, hi = (0.0, 1.0) if 0.0 <= lo and hi <= 1.0 else (float(lo), float(hi))
+        width = (hi - lo) / BINS or 1.0
+        b = F.least(F.floor((F.col(c) - F.lit(lo)) / F.lit(width)).cast("int"), F.lit(BINS - 1))
+        counts = dict(df.where(F.col(c).isNotNull()).groupBy(b.alias("b")).count().collect())
+        histograms[c] = {"edges": [lo + i * width for i in range(BINS + 1)],
+                         "counts": [int(counts.get(i, 0)) for i in range(BINS)]}
+    return {"scores": columns, "score_quantiles": quantiles, "score_histograms": histograms}
