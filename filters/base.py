@@ -2,8 +2,8 @@
 
 A scorer has a `name`, `score(texts) -> np.ndarray[float32]` (one value per text, higher is
 better), `save(path)` and a classmethod `load(path)`; trainable ones add a `train` classmethod.
-A scorer may also give `columns(texts) -> dict[str, np.ndarray]`: extra per-text columns written
-beside its score (the heuristics scorer's per-rule pass/fail).
+The heuristics scorer also gives `rule_table(texts) -> dict[rule, np.ndarray[bool]]`, written
+beside its score as `rule_<name>` pass/fail columns.
 
 `load_scorer(spec)` checks a spec completely (known kind, model file present and loadable,
 labels right) so that a bad model is one clear error before any data is read.

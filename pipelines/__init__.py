@@ -1,7 +1,7 @@
 """Spark stages: DataFrame in, DataFrame out. The only package that imports pyspark."""
 from __future__ import annotations
 
-from . import dedup_exact, dedup_minhash, score, select
+from . import dedup_exact, dedup_minhash, heuristics, score, select
 from .stage import StageSpec
 
 # Stages a flow config may list under [[stages]]. `read` and `write` open and close every run
@@ -11,6 +11,8 @@ STAGES: dict[str, StageSpec] = {
                                 "exact dedup on the hash of normalized text"),
     dedup_minhash.NAME: StageSpec(dedup_minhash.NAME, dedup_minhash.DedupMinhashParams, dedup_minhash.apply,
                                   "MinHash-LSH near-duplicate removal with connected components"),
+    heuristics.NAME: StageSpec(heuristics.NAME, heuristics.HeuristicsParams, heuristics.apply,
+                               "Gopher / RefinedWeb / C4 rules; removed with the first failing rule"),
     score.NAME: StageSpec(score.NAME, score.ScoreParams, score.apply,
                           "scorers from filters/ add score_<name> columns; removes nothing"),
     select.NAME: StageSpec(select.NAME, select.SelectParams, select.apply,

@@ -1,0 +1,97 @@
+"""Stage `heuristics`: the Gopher / RefinedWeb / C4 rules of `filters.heuristics`, each document
+judged once, removed with the first failing rule as its reason.
+
+- ``line_modifiers`` rewrite the text first (RefinedWeb's by default, C4's line filter on
+  request); with ``rewrite`` (default) the kept document is the rewritten text, as in DCLM.
+- ``domains`` limits the stage to documents of those domains (code and dictionaries fail prose
+  rules by nature); the others pass through unjudged and are counted as kept.
+- ``thresholds`` overrides rule limits by their `HeuristicsConfig` field names, e.g.
+  ``thresholds = {min_words = 20}``.
+- Stats: removed documents per first failing rule (from the written removed rows).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from filters.base import ScorerError
+from filters.heuristics import LINE_MODIFIERS, RULES, HeuristicsConfig, check
+
+from .stage import StageContext, StageResult, WinnowError
+
+NAME = "heuristics"
+
+
+@dataclass(frozen=True)
+class HeuristicsParams:
+    rules: tuple[str, ...] = tuple(RULES)
+    line_modifiers: tuple[str, ...] = ("refinedweb",)
+    thresholds: dict[str, int | float | bool] = field(default_factory=dict)
+    domains: tuple[str, ...] = ()
+    rewrite: bool = True
+
+    def __post_init__(self) -> None:
+        self.config()
+
+    def config(self) -> HeuristicsConfig:
+        known = {f.name for f in dataclasses.fields(HeuristicsConfig)} - {"rules", "line_modifiers"}
+        unknown = sorted(set(self.thresholds) - known)
+        if unknown:
+            raise WinnowError(f"heuristics.thresholds: unknown limit {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        try:
+            return HeuristicsConfig(rules=self.rules, line_modifiers=self.line_modifiers, **self.thresholds)
+        except ScorerError as exc:
+            raise WinnowError(str(exc)) from None
+
+
+def _kernel(config: HeuristicsConfig, domains: frozenset[str], rewrite: bool):
+    def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            names = batch.schema.names
+            texts = batch.column(names.index("text")).to_pylist()
+            doms = batch.column(names.index("domain")).to_pylist() if domains else None
+            reasons, new_texts = [], []
+            for i, text in enumerate(texts):
+                if doms is not None and doms[i] not in domains:
+                    reasons.append(None)
+                    new_texts.append(text)
+                    continue
+                verdict = check(text or "", config)
+                reasons.append(verdict.reason)
+                new_texts.append(verdict.text if rewrite and text is not None else text)
+            arrays = list(batch.columns)
+            arrays[names.index("text")] = pa.array(new_texts, type=pa.string())
+            arrays.append(pa.array(reasons, type=pa.string()))
+            yield pa.RecordBatch.from_arrays(arrays, names=names + ["_reason"])
+
+    return kernel
+
+
+def _rule_counts(_kept: DataFrame, removed: DataFrame) -> dict[str, Any]:
+    if removed is None or "reason" not in removed.columns:
+        return {}
+    rule = F.substring_index(F.col("reason"), ":", 1)
+    counts = {r[0]: int(r[1]) for r in removed.groupBy(rule).count().collect()}  # one row per rule
+    return {"removed_by_rule": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
+
+
+def apply(df: DataFrame, params: HeuristicsParams, ctx: StageContext) -> StageResult:
+    config = params.config()
+    schema = T.StructType(list(df.schema.fields) + [T.StructField("_reason", T.StringType())])
+    judged = df.mapInArrow(_kernel(config, frozenset(params.domains), params.rewrite), schema)
+    judged = ctx.persist(judged)  # kept and removed both come from one judging pass
+    kept = judged.where(F.col("_reason").isNull()).drop("_reason")
+    removed = judged.where(F.col("_reason").isNotNull()).select(
+        *df.columns, F.lit(NAME).alias("removed_by"), F.col("_reason").alias("reason"))
+    stats = {"rules": len(config.rules), "line_modifiers": ", ".join(config.line_modifiers) or "none",
+             "domains": ", ".join(params.domains) or "all"}
+    return StageResult(kept, removed, stats, stats_after_write=_rule_counts)
+
+
+__all__ = ["NAME", "HeuristicsParams", "apply", "LINE_MODIFIERS"]
