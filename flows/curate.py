@@ -85,6 +85,7 @@ def _run_stage(
     if stage != write.NAME:
         write.write_parquet(result.kept, work_path, compression="zstd")
         kept = _count(spark, work_path)
+        result.finish(spark.read.parquet(work_path), spark.read.parquet(removed_path))
     else:
         kept = result.kept.count()
     ctx.release()

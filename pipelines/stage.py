@@ -26,6 +26,17 @@ class StageResult:
     kept: DataFrame
     removed: DataFrame
     stats: dict[str, Any] = field(default_factory=dict)
+    # Stats that need a pass over the kept rows, taken from the written output instead of a second
+    # pass over the stage's (unpersisted) result: the flow calls it with the kept Parquet.
+    # Called as stats_after_write(kept, removed) with the written Parquet of both.
+    stats_after_write: Callable[[DataFrame, DataFrame], dict[str, Any]] | None = None
+
+    def finish(self, kept: DataFrame, removed: DataFrame) -> dict[str, Any]:
+        """`stats`, completed from the written kept and removed rows."""
+        if self.stats_after_write is not None:
+            self.stats.update(self.stats_after_write(kept, removed))
+            self.stats_after_write = None
+        return self.stats
 
 
 @dataclass

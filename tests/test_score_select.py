@@ -40,7 +40,8 @@ def scored(spark, docs, dclm_model, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("scored") / "scored.parquet")
     result.kept.write.parquet(path)
     ctx.release()
-    return spark.read.parquet(path), result.stats
+    written = spark.read.parquet(path)
+    return written, result.finish(written, None)
 
 
 def test_spark_scores_equal_the_scorers_called_directly(scored, dclm_model):
