@@ -94,6 +94,13 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
                 lines.append(f"| {col} | " + " | ".join(f"{qv[q]:.4g}" if q in qv else "" for q in qs) + " |")
             for col in quantiles:
                 lines += ["", f"![{col} histogram](plots/{histogram_name(r.name, col)})"]
+        for r in details:
+            by_rule = r.stats.get("removed_by_rule")
+            if not by_rule:
+                continue
+            lines += ["", f"### {r.name}: removed documents by first failing rule", "",
+                      "| rule | removed |", "|---|---:|"]
+            lines += [f"| {rule} | {n:,} |" for rule, n in by_rule.items()]
     training = manifest.get("training") or []
     if training:
         lines += ["", "## Trained scorers", ""]

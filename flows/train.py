@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from filters.dclm import CC, HQ, BigramCounter, DclmScorer, DclmTrainParams, roc_auc, write_training_line
-from pipelines import read
-from pipelines.read import InputSpec, ReadParams
 from pipelines.stage import StageContext, WinnowError
+from pipelines.train_sample import heldout_rows, labelled_sample, training_rows
 
 SCORE_BATCH = 2_000
 
@@ -50,43 +49,22 @@ class TrainSpec:
             raise WinnowError(f"train dclm: heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
 
 
-def _side(ctx: StageContext, paths: tuple[str, ...], label: str, spec: TrainSpec):
-    inputs = tuple(InputSpec(path=p, source=f"{label}-{i}") for i, p in enumerate(paths))
-    read.expand_inputs(inputs)  # a missing path fails here, before Spark reads anything
-    result = read.apply(None, ReadParams(inputs), ctx)
-    from pyspark.sql import functions as F
-
-    docs = ctx.persist(result.kept.select("id", "text", F.lit(label).alias("label"))
-                       .where(F.length(F.trim(F.coalesce("text", F.lit("")))) > 0))
-    n_bad = result.removed.count()
-    n = docs.count()
-    rank = F.xxhash64("id", F.lit(spec.seed))
-    if n > spec.max_per_class:
-        docs = docs.orderBy(rank, "id").limit(spec.max_per_class)
-    u = (F.xxhash64("id", F.lit(spec.seed + 1)).bitwiseAND(F.lit((1 << 30) - 1).cast("long"))) / F.lit(float(1 << 30))
-    docs = docs.withColumn("heldout", u < F.lit(spec.heldout_fraction))
-    return docs, n, n_bad
-
-
 def train_dclm(spark, spec: TrainSpec, log=print) -> dict[str, Any]:
     """Train, save to `spec.output`, and return a report (counts, bucket, held-out ROC-AUC)."""
-    from pyspark.sql import functions as F
-
     start = time.perf_counter()
     ctx = StageContext(spark=spark, seed=spec.seed)
     try:
-        pos, n_pos, bad_pos = _side(ctx, spec.positives, HQ, spec)
-        neg, n_neg, bad_neg = _side(ctx, spec.negatives, CC, spec)
+        pos, n_pos, bad_pos = labelled_sample(ctx, spec.positives, HQ, spec.max_per_class, spec.heldout_fraction, spec.seed)
+        neg, n_neg, bad_neg = labelled_sample(ctx, spec.negatives, CC, spec.max_per_class, spec.heldout_fraction, spec.seed)
         both = ctx.persist(pos.unionByName(neg))
         counter = BigramCounter()
         counts = {HQ: 0, CC: 0}
         fd, tmp = tempfile.mkstemp(suffix=".txt", prefix="winnow-dclm-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                shuffled = both.where(~F.col("heldout")).orderBy(F.xxhash64("id", "label", F.lit(spec.seed)), "id", "label")
-                for row in shuffled.select("label", "text").toLocalIterator():
-                    if write_training_line(out, row["label"], row["text"], counter):
-                        counts[row["label"]] += 1
+                for label, text in training_rows(both, spec.seed):
+                    if write_training_line(out, label, text, counter):
+                        counts[label] += 1
             if not counts[HQ] or not counts[CC]:
                 raise WinnowError(f"train dclm: no training {'positives' if not counts[HQ] else 'negatives'} "
                                   "left (empty inputs, or all held out)")
@@ -99,8 +77,8 @@ def train_dclm(spark, spec: TrainSpec, log=print) -> dict[str, Any]:
         scorer.save(spec.output)
         scores, labels = [], []
         batch: list[tuple[str, str]] = []
-        for row in both.where(F.col("heldout")).select("label", "text").toLocalIterator():
-            batch.append((row["label"], row["text"]))
+        for label, text in heldout_rows(both):
+            batch.append((label, text))
             if len(batch) >= SCORE_BATCH:
                 scores.append(scorer.score([t for _, t in batch])); labels += [lab == HQ for lab, _ in batch]
                 batch = []
