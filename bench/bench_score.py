@@ -1,7 +1,7 @@
 """Stage `score` with the DCLM fastText scorer through Spark, against raw fastText `predict` in one
 process on the same texts.
 
-Usage: bench/bench_score.py [COPIES]   (the pool repeated COPIES times, default 4: 22,580 docs)
+Usage: bench/bench_score.py [COPIES]   (the pool repeated COPIES times, default 10: 56,450 docs)
 
 - Model: trained once with DCLM's settings on the reference set against the pool
   (`DclmScorer.train`, bucket sized from the training bigrams), saved to a temp dir.
@@ -26,7 +26,7 @@ from _common import make_corpus, spark_session, timed
 CORES = 2
 
 
-def main(copies: int = 4) -> None:
+def main(copies: int = 10) -> None:
     sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "data")))
     from build_minhash_truth import pool_documents
 
@@ -100,4 +100,4 @@ def main(copies: int = 4) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)

@@ -65,24 +65,47 @@ class ScoreParams:
         return out
 
 
+def _file_key(path: str | None) -> tuple | None:
+    if not path or not os.path.isfile(path):
+        return None
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+_DRIVER_SCORERS: dict[tuple, Any] = {}  # (spec, model file identity) -> loaded scorer
+_DIGESTS: dict[tuple, str] = {}         # model file identity -> sha256 hex
+
+
 def check_scorers(specs: list[ScorerSpec]) -> list:
-    """Load every scorer on the driver: the first bad one is a WinnowError naming it."""
+    """Load every scorer on the driver: the first bad one is a WinnowError naming it. A model
+    file loaded before (same path, size and mtime) is not loaded again: the flow checks every
+    scorer before `read`, and the stage needs them again."""
     loaded = []
     for spec in specs:
-        try:
-            loaded.append(load_scorer(spec))
-        except ScorerError as exc:
-            raise WinnowError(str(exc)) from None
+        key = (spec.kind, spec.model, spec.name, tuple(sorted(spec.options.items())), _file_key(spec.model))
+        if key not in _DRIVER_SCORERS:
+            try:
+                _DRIVER_SCORERS[key] = load_scorer(spec)
+            except ScorerError as exc:
+                raise WinnowError(str(exc)) from None
+        loaded.append(_DRIVER_SCORERS[key])
     return loaded
+
+
+def _digest(path: str) -> str:
+    key = _file_key(path)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def _ship(ctx: StageContext, path: str) -> str:
     """Send a model file to every executor once; returns the name to `SparkFiles.get` it by."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    name = f"{digest.hexdigest()[:16]}-{Path(path).name}"
+    name = f"{_digest(path)[:16]}-{Path(path).name}"
     stage_dir = Path(tempfile.gettempdir()) / "winnow-models"
     stage_dir.mkdir(exist_ok=True)
     link = stage_dir / name
