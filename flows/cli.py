@@ -24,6 +24,15 @@ def _quiet_environment(verbose: bool) -> None:
     configure_environment()
 
 
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command over INPUT... shares."""
+    parser.add_argument("--domain", metavar="NAME", default=None, help="domain of the inputs")
+    parser.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace Winnow's outputs in a non-empty output directory")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="winnow",
@@ -91,11 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--seed", type=int, default=None, help="permutation seed (default 1)")
     dedup.add_argument("--explain", action="store_true",
                        help="print the chosen bands x rows and collision probabilities, then exit")
-    dedup.add_argument("--domain", metavar="NAME", default=None, help="domain of the inputs")
-    dedup.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
-    dedup.add_argument("--overwrite", action="store_true",
-                       help="replace Winnow's outputs in a non-empty output directory")
-    dedup.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
+    _run_options(dedup)
 
     score = sub.add_parser(
         "score",
@@ -117,10 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "gets a boolean `selected` column and <output>/selected/ the selected rows")
     score.add_argument("--select-score", metavar="COL", default=None,
                        help="score column to select on (default: the first scorer's)")
-    score.add_argument("--domain", metavar="NAME", default=None, help="domain of the inputs")
-    score.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
-    score.add_argument("--overwrite", action="store_true", help="replace Winnow's outputs in a non-empty output directory")
-    score.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
+    _run_options(score)
 
     train = sub.add_parser(
         "train-scorer",

@@ -10,6 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from filters.dclm import DclmScorer
+from filters.heuristics import RULES, HeuristicsScorer
 from filters.langid import LangIdScorer
 from flows.cli import main as winnow
 from pipelines import read, score, select
@@ -35,7 +36,8 @@ def docs(spark, pool_slice, tmp_path_factory):
 @pytest.fixture(scope="module")
 def scored(spark, docs, dclm_model, tmp_path_factory):
     ctx = StageContext(spark)
-    params = ScoreParams(scorers=({"kind": "dclm", "model": str(dclm_model)}, {"kind": "langid"}))
+    params = ScoreParams(scorers=({"kind": "dclm", "model": str(dclm_model)}, {"kind": "langid"},
+                                  {"kind": "heuristics"}))
     result = score.apply(docs.repartition(3), params, ctx)
     path = str(tmp_path_factory.mktemp("scored") / "scored.parquet")
     result.kept.write.parquet(path)
@@ -46,11 +48,17 @@ def scored(spark, docs, dclm_model, tmp_path_factory):
 
 def test_spark_scores_equal_the_scorers_called_directly(scored, dclm_model):
     df, stats = scored
-    rows = df.orderBy("_file", "_row").select("text", "score_dclm", "score_langid").collect()
+    rows = df.orderBy("_file", "_row").collect()
     texts = [r["text"] or "" for r in rows]
     assert np.array_equal(np.array([r["score_dclm"] for r in rows], dtype=np.float32), DclmScorer.load(dclm_model).score(texts))
     assert np.array_equal(np.array([r["score_langid"] for r in rows], dtype=np.float32), LangIdScorer().score(texts))
-    assert stats["scores"] == ["score_dclm", "score_langid"]
+    heuristics = HeuristicsScorer()
+    assert np.array_equal(np.array([r["score_heuristics"] for r in rows], dtype=np.float32), heuristics.score(texts))
+    table = heuristics.rule_table(texts)
+    assert set(table) == set(RULES)
+    for rule in RULES:
+        assert [r[f"rule_{rule}"] for r in rows] == table[rule].tolist(), rule
+    assert stats["scores"] == ["score_dclm", "score_langid", "score_heuristics"]
     hist = stats["score_histograms"]["score_dclm"]
     assert sum(hist["counts"]) == len(rows) and len(hist["edges"]) == 21
     q = stats["score_quantiles"]["score_dclm"]
