@@ -5,9 +5,9 @@ scores, so a user can re-select without re-scoring.
 
 - Every scorer is loaded and checked on the driver before any data is read (a missing or corrupt
   model, an unknown kind, a model trained with other labels is one error line).
-- Model files go to the executors once, with `SparkContext.addFile` (Spark Connect:
-  `addArtifacts`), under a content-hash name; each Python worker loads each model once and keeps
-  it for every later batch and task (`_LOADED`).
+- Model files go to the executors once (`pipelines.spark.ship_file`: `SparkContext.addFile`,
+  or `addArtifacts` on Spark Connect) under a content-hash name; each Python worker loads each
+  model once and keeps it for every later batch and task (`_LOADED`).
 - The scorers run inside `mapInArrow` over Arrow batches of the whole row: the new columns are
   appended, no join.
 - The heuristics scorer also writes one boolean `rule_<name>` column per rule (pass = true).
@@ -16,11 +16,7 @@ scores, so a user can re-select without re-scoring.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -30,6 +26,7 @@ from pyspark.sql import types as T
 
 from filters.base import ScorerError, ScorerSpec, load_scorer
 
+from .spark import file_identity, ship_file
 from .stage import StageContext, StageResult, WinnowError
 
 NAME = "score"
@@ -65,15 +62,7 @@ class ScoreParams:
         return out
 
 
-def _file_key(path: str | None) -> tuple | None:
-    if not path or not os.path.isfile(path):
-        return None
-    st = os.stat(path)
-    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-
-
 _DRIVER_SCORERS: dict[tuple, Any] = {}  # (spec, model file identity) -> loaded scorer
-_DIGESTS: dict[tuple, str] = {}         # model file identity -> sha256 hex
 
 
 def check_scorers(specs: list[ScorerSpec]) -> list:
@@ -82,7 +71,7 @@ def check_scorers(specs: list[ScorerSpec]) -> list:
     scorer before `read`, and the stage needs them again."""
     loaded = []
     for spec in specs:
-        key = (spec.kind, spec.model, spec.name, tuple(sorted(spec.options.items())), _file_key(spec.model))
+        key = (spec.kind, spec.model, spec.name, tuple(sorted(spec.options.items())), file_identity(spec.model))
         if key not in _DRIVER_SCORERS:
             try:
                 _DRIVER_SCORERS[key] = load_scorer(spec)
@@ -90,49 +79,6 @@ def check_scorers(specs: list[ScorerSpec]) -> list:
                 raise WinnowError(str(exc)) from None
         loaded.append(_DRIVER_SCORERS[key])
     return loaded
-
-
-def _digest(path: str) -> str:
-    key = _file_key(path)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
-
-
-def _ship(ctx: StageContext, path: str) -> str:
-    """Send a model file to every executor once; returns the name to `SparkFiles.get` it by."""
-    name = f"{_digest(path)[:16]}-{Path(path).name}"
-    stage_dir = Path(tempfile.gettempdir()) / "winnow-models"
-    stage_dir.mkdir(exist_ok=True)
-    link = stage_dir / name
-    if not link.exists():
-        # A hard link, or a copy across file systems; not a symlink: Spark resolves those and
-        # ships the file under its target's name.
-        try:
-            os.link(path, link)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(path, link)
-    try:
-        sc = ctx.spark.sparkContext
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
-        sc = None
-    if sc is not None:
-        if name not in _shipped(sc):
-            sc.addFile(str(link))
-    else:
-        ctx.spark.addArtifacts(str(link), file=True)
-    return name
-
-
-def _shipped(sc) -> set[str]:
-    files = sc._jsc.sc().listFiles()
-    return {str(files.apply(i)).rsplit("/", 1)[-1] for i in range(files.size())}
 
 
 _LOADED: dict[tuple, Any] = {}  # in each Python worker: (kind, file, options) -> scorer
@@ -180,7 +126,7 @@ def apply(df: DataFrame, params: ScoreParams, ctx: StageContext) -> StageResult:
         model_file = spec.model
         if spec.kind == "langid" and spec.model and not spec.model.endswith(".json"):
             options["language"], model_file = spec.model, None  # `langid=fr` names a language
-        shipped = _ship(ctx, model_file) if model_file else None
+        shipped = ship_file(ctx.spark, model_file) if model_file else None
         rules = list(scorer.config.rules) if spec.kind == "heuristics" else []
         taken = {f.name for f in fields}
         new = [spec.column] + [f"rule_{r}" for r in rules]

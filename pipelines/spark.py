@@ -42,6 +42,61 @@ def configure_environment() -> None:
             os.environ["JAVA_HOME"] = home
 
 
+def file_identity(path: str | None) -> tuple | None:
+    """(absolute path, size, mtime): what caches of loaded or hashed files are keyed by."""
+    if not path or not os.path.isfile(path):
+        return None
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+_DIGESTS: dict[tuple, str] = {}  # file identity -> sha256 hex
+
+
+def _digest(path: str) -> str:
+    import hashlib
+
+    key = file_identity(path)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def ship_file(spark, path: str) -> str:
+    """Send a file (a model, a tokenizer) to every executor once; returns the name to
+    `pyspark.SparkFiles.get` it by on a worker: `<sha256[:16]>-<file name>`, so two files of one
+    name never collide and an unchanged file is not sent twice."""
+    import shutil
+    import tempfile
+
+    name = f"{_digest(path)[:16]}-{Path(path).name}"
+    stage_dir = Path(tempfile.gettempdir()) / "winnow-files"
+    stage_dir.mkdir(exist_ok=True)
+    link = stage_dir / name
+    if not link.exists():
+        # A hard link, or a copy across file systems; not a symlink: Spark resolves those and
+        # ships the file under its target's name.
+        try:
+            os.link(path, link)
+        except OSError:
+            shutil.copyfile(path, link)
+    try:
+        sc = spark.sparkContext
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        sc = None
+    if sc is None:
+        spark.addArtifacts(str(link), file=True)
+    else:
+        files = sc._jsc.sc().listFiles()
+        if name not in {str(files.apply(i)).rsplit("/", 1)[-1] for i in range(files.size())}:
+            sc.addFile(str(link))
+    return name
+
+
 def _log4j_file() -> str:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"winnow-log4j2-{os.getuid()}.properties"
     if not path.exists() or path.read_text() != _LOG4J2:
