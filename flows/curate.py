@@ -145,7 +145,7 @@ def run_plans(cfg: RunConfig):
 
     out = []
     for p in plans(cfg):
-        if p.name == "score":
+        if p.name in ("score", "tokenize"):
             p = dataclasses.replace(p, params=dataclasses.replace(p.params, output=str(Path(cfg.output).resolve())))
         out.append(p)
     return out

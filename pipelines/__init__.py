@@ -1,7 +1,7 @@
 """Spark stages: DataFrame in, DataFrame out. The only package that imports pyspark."""
 from __future__ import annotations
 
-from . import dedup_exact, dedup_minhash, heuristics, score, select
+from . import dedup_exact, dedup_minhash, heuristics, score, select, tokenize
 from .stage import StageSpec
 
 # Stages a flow config may list under [[stages]]. `read` and `write` open and close every run
@@ -17,4 +17,6 @@ STAGES: dict[str, StageSpec] = {
                           "scorers from filters/ add score_<name> columns; removes nothing"),
     select.NAME: StageSpec(select.NAME, select.SelectParams, select.apply,
                            "keep by score threshold, top fraction of documents or characters, or random fraction"),
+    tokenize.NAME: StageSpec(tokenize.NAME, tokenize.TokenizeParams, tokenize.apply,
+                             "token ids (tokens, n_tokens) with a given or trained tokenizers tokenizer"),
 }

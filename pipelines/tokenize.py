@@ -1,0 +1,136 @@
+"""Stage `tokenize`: token ids for every kept document, with a `tokenizers` tokenizer.
+
+- ``tokenizer``: a `tokenizer.json` to use as is; or none, and a byte-level BPE tokenizer with
+  ``vocab_size`` entries is trained on a sample of the corpus (``sample_docs`` documents in the
+  order of a seeded hash of the id, streamed from Spark with `toLocalIterator`, never collected)
+  and saved as ``<output>/tokenizer.json`` (the flow sets ``output``).
+- The end-of-text token (``eot``, a special token of the vocabulary) is appended to every
+  document, so documents stay apart once concatenated.
+- Encoding runs inside `mapInArrow` with `encode_batch` over each Arrow batch; the tokenizer
+  file goes to the executors once (`pipelines.spark.ship_file`) and is loaded once per Python
+  worker.
+- Columns added: ``tokens`` (`array<int>`: Spark has no unsigned types, so ids are int32 inside
+  the pipeline; the export narrows them to uint16 where the vocabulary fits) and ``n_tokens``.
+- Stats: the tokenizer path, its vocabulary size, and the eot id.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .spark import ship_file
+from .stage import StageContext, StageResult, WinnowError
+
+NAME = "tokenize"
+EOT = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class TokenizeParams:
+    tokenizer: str | None = None   # a tokenizer.json; None: train byte-level BPE on a sample
+    vocab_size: int = 8192
+    sample_docs: int = 20_000
+    eot: str = EOT
+    seed: int = 0
+    output: str = ""               # set by the flow: where a trained tokenizer is saved
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is None and not 256 + 1 <= self.vocab_size <= 1 << 20:
+            raise WinnowError(f"tokenize.vocab_size: must be within [257, {1 << 20}], got {self.vocab_size}")
+        if self.sample_docs < 1:
+            raise WinnowError(f"tokenize.sample_docs: must be >= 1, got {self.sample_docs}")
+        if not self.eot:
+            raise WinnowError("tokenize.eot: the end-of-text token must not be empty")
+
+
+def load_tokenizer(path: str, eot: str = EOT):
+    """A `tokenizers.Tokenizer` from `path` that knows `eot`, or a one-line WinnowError."""
+    from tokenizers import Tokenizer
+
+    if not os.path.isfile(path):
+        raise WinnowError(f"tokenize: tokenizer file not found: {path}")
+    try:
+        tok = Tokenizer.from_file(path)
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
+        raise WinnowError(f"tokenize: {path} is not a tokenizers JSON file ({str(exc).splitlines()[0]})") from None
+    if tok.token_to_id(eot) is None:
+        raise WinnowError(f"tokenize: {path} has no end-of-text token {eot!r} in its vocabulary")
+    return tok
+
+
+def train_tokenizer(texts, vocab_size: int, eot: str = EOT):
+    """Byte-level BPE (GPT-2 style pre-tokenization, every byte in the alphabet) with `eot`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[eot],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def _sample_texts(df: DataFrame, n: int, seed: int) -> Iterator[str]:
+    rows = df.where(F.col("text").isNotNull()).orderBy(F.xxhash64("id", F.lit(seed)), "id").limit(n)
+    for row in rows.select("text").toLocalIterator():
+        yield row["text"]
+
+
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
+def _kernel(shipped: str, eot: str):
+    def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        key = (shipped, eot)
+        if key not in _LOADED:
+            from pyspark import SparkFiles
+            from tokenizers import Tokenizer
+
+            _LOADED[key] = Tokenizer.from_file(SparkFiles.get(shipped))
+        tok = _LOADED[key]
+        eot_id = tok.token_to_id(eot)
+        for batch in batches:
+            texts = [t if t is not None else "" for t in batch.column(batch.schema.get_field_index("text")).to_pylist()]
+            ids = [enc.ids + [eot_id] for enc in tok.encode_batch(texts, add_special_tokens=False)]
+            lengths = [len(x) for x in ids]
+            yield pa.RecordBatch.from_arrays(
+                list(batch.columns) + [pa.array(ids, type=pa.list_(pa.int32())), pa.array(lengths, type=pa.int32())],
+                names=batch.schema.names + ["tokens", "n_tokens"])
+
+    return kernel
+
+
+def apply(df: DataFrame, params: TokenizeParams, ctx: StageContext) -> StageResult:
+    for c in ("tokens", "n_tokens"):
+        if c in df.columns:
+            raise WinnowError(f"tokenize: the input already has a {c} column")
+    if params.tokenizer:
+        path = params.tokenizer
+        tok = load_tokenizer(path, params.eot)
+        trained = False
+    else:
+        tok = train_tokenizer(_sample_texts(df, params.sample_docs, params.seed), params.vocab_size, params.eot)
+        out_dir = Path(params.output) if params.output else Path(tempfile.mkdtemp(prefix="winnow-tokenizer-"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = str(out_dir / "tokenizer.json")
+        tok.save(path)
+        trained = True
+    shipped = ship_file(ctx.spark, path)
+    schema = T.StructType(list(df.schema.fields) + [
+        T.StructField("tokens", T.ArrayType(T.IntegerType(), containsNull=False)),
+        T.StructField("n_tokens", T.IntegerType())])
+    tokenized = df.mapInArrow(_kernel(shipped, params.eot), schema)
+    removed = ctx.spark.createDataFrame([], "id string, removed_by string, reason string")
+    stats = {"tokenizer": path, "trained": trained, "vocab_size": tok.get_vocab_size(),
+             "eot_id": tok.token_to_id(params.eot)}
+    return StageResult(tokenized, removed, stats,
+                       stats_after_write=lambda kept, _: {"tokens": int(kept.agg(F.sum("n_tokens")).first()[0] or 0)})
