@@ -124,6 +124,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score column to select on (default: the first scorer's)")
     _run_options(score)
 
+    export = sub.add_parser(
+        "export",
+        help="tokenize and export bucketed training shards (dataset decomposition)",
+        description="Run read -> tokenize -> decompose -> export -> write on the inputs: one "
+        "datasets save_to_disk directory per bucket under <output>/bucket_<i>/ (per domain "
+        "<output>/<domain>/bucket_<i>/ with --by-domain or --mixture), the tokenizer beside them, "
+        "and manifest.json with tokens and sequences per bucket. <output>/kept/ lists the "
+        "documents (id, source, domain, n_tokens).",
+        epilog=EPILOG,
+    )
+    export.add_argument("inputs", nargs="*", metavar="INPUT", help="input files, directories, globs or saved `datasets` directories")
+    export.add_argument("--output", "-o", metavar="DIR", default=None, help="output directory")
+    export.add_argument("--tokenizer", metavar="PATH", default=None,
+                        help="a tokenizers tokenizer.json (default: train byte-level BPE on a sample)")
+    export.add_argument("--vocab-size", type=int, default=8192, help="vocabulary of a trained tokenizer (default 8192)")
+    export.add_argument("--buckets", default="8..13", metavar="LO..HI",
+                        help="bucket exponents: chunks of 2**i + 1 tokens for i in LO..HI (default 8..13, the paper's)")
+    export.add_argument("--tail", choices=["keep", "drop"], default="keep",
+                        help="remainders shorter than the smallest bucket: keep in bucket_tail, or drop and count")
+    export.add_argument("--layout", choices=["decomposition", "concat"], default="decomposition",
+                        help="decomposition (default) or the concat-and-chunk baseline")
+    export.add_argument("--seq-len", type=int, default=2048, help="concat layout: inputs per window (default 2048)")
+    export.add_argument("--mixture", metavar="FILE", default=None,
+                        help='JSON {"weights": {domain: w}, "budget": tokens, "max_repeats": r, "schedule": {...}}')
+    export.add_argument("--by-domain", action="store_true", help="one dataset per domain and bucket")
+    export.add_argument("--shard-rows", type=int, default=100_000, help="rows per shard file (default 100000)")
+    export.add_argument("--seed", type=int, default=0, help="seed of the tokenizer sample and the random splits")
+    _run_options(export)
+
     train = sub.add_parser(
         "train-scorer",
         help="train a quality scorer (dclm: fastText, high-quality positives against raw negatives)",
@@ -303,6 +332,39 @@ def cmd_score(args: argparse.Namespace) -> int:
     return code
 
 
+def export_stages(args: argparse.Namespace) -> list[dict]:
+    """The [[stages]] `winnow export`'s options stand for."""
+    lo, sep, hi = args.buckets.partition("..")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+        raise _UsageError(f"--buckets {args.buckets!r}: expected LO..HI, e.g. 8..13")
+    tokenize: dict = {"stage": "tokenize", "seed": args.seed}
+    if args.tokenizer:
+        tokenize["tokenizer"] = str(Path(args.tokenizer).expanduser().resolve())
+    else:
+        tokenize["vocab_size"] = args.vocab_size
+    export: dict = {"stage": "export", "layout": args.layout, "seq_len": args.seq_len,
+                    "by_domain": args.by_domain, "shard_rows": args.shard_rows}
+    if args.mixture:
+        export["mixture"] = str(Path(args.mixture).expanduser().resolve())
+    stages = [tokenize]
+    if args.layout == "decomposition":
+        stages.append({"stage": "decompose", "min_log2": int(lo), "max_log2": int(hi), "tail": args.tail, "seed": args.seed})
+    return stages + [export]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .config import config_for_inputs, plans, with_overrides
+
+    if not args.inputs or not args.output:
+        raise _UsageError("give INPUT... and --output DIR")
+    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain)
+    write = cfg.write.model_copy(update={"columns": ["id", "source", "domain", "n_tokens", "dropped_tokens"]})
+    cfg = cfg.model_copy(update={"stages": export_stages(args), "write": write})
+    plans(cfg)  # parameter errors before Spark starts
+    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
+    return _run_and_show(cfg)
+
+
 def cmd_train_scorer(args: argparse.Namespace) -> int:
     from filters.base import ScorerError
     from filters.dclm import DclmTrainParams
@@ -375,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_score(args)
         if args.command == "train-scorer":
             return cmd_train_scorer(args)
+        if args.command == "export":
+            return cmd_export(args)
     except (WinnowError, ScorerError, _UsageError) as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2

@@ -43,13 +43,24 @@ def prepare_output(output: Path, overwrite: bool) -> None:
     if output.exists() and any(output.iterdir()):
         if not overwrite:
             raise WinnowError(f"output directory {output} is not empty; pass --overwrite to replace it")
-        for name in OUTPUT_ENTRIES:
-            target = output / name
+        for target in _own_entries(output):
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
     output.mkdir(parents=True, exist_ok=True)
+
+
+def _own_entries(output: Path) -> list[Path]:
+    """What Winnow writes into an output directory: the fixed entries, the tokenizer, and the
+    export's datasets (`bucket_*`, `concat_*`, and domain directories holding `bucket_*`)."""
+    found = [output / name for name in OUTPUT_ENTRIES]
+    found.append(output / "tokenizer.json")
+    for child in output.iterdir():
+        if child.is_dir() and (child.name.startswith(("bucket_", "concat_"))
+                               or any(g.name.startswith("bucket_") for g in child.iterdir() if g.is_dir())):
+            found.append(child)
+    return found
 
 
 # Live objects (SparkSession, progress display) cannot be flow parameters: Prefect stores
@@ -145,7 +156,7 @@ def run_plans(cfg: RunConfig):
 
     out = []
     for p in plans(cfg):
-        if p.name in ("score", "tokenize"):
+        if p.name in ("score", "tokenize", "export"):
             p = dataclasses.replace(p, params=dataclasses.replace(p.params, output=str(Path(cfg.output).resolve())))
         out.append(p)
     return out

@@ -101,6 +101,16 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
             lines += ["", f"### {r.name}: removed documents by first failing rule", "",
                       "| rule | removed |", "|---|---:|"]
             lines += [f"| {rule} | {n:,} |" for rule, n in by_rule.items()]
+        for r in details:
+            for key, title in (("buckets", "sequences and tokens per bucket"), ("datasets", "training shards")):
+                table = r.stats.get(key)
+                if not isinstance(table, dict):
+                    continue
+                lines += ["", f"### {r.name}: {title}", "", "| " + ("bucket" if key == "buckets" else "dataset")
+                          + " | sequences | tokens |", "|---|---:|---:|"]
+                lines += [f"| {name} | {v['sequences']:,} | {v['tokens']:,} |" for name, v in table.items()]
+            if r.stats.get("mixture_table"):
+                lines += ["", f"### {r.name}: what the mixture yields", "", "```", r.stats["mixture_table"].rstrip(), "```"]
     training = manifest.get("training") or []
     if training:
         lines += ["", "## Trained scorers", ""]

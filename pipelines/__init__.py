@@ -1,7 +1,7 @@
 """Spark stages: DataFrame in, DataFrame out. The only package that imports pyspark."""
 from __future__ import annotations
 
-from . import dedup_exact, dedup_minhash, heuristics, score, select, tokenize
+from . import decompose, dedup_exact, dedup_minhash, export, heuristics, score, select, tokenize
 from .stage import StageSpec
 
 # Stages a flow config may list under [[stages]]. `read` and `write` open and close every run
@@ -19,4 +19,8 @@ STAGES: dict[str, StageSpec] = {
                            "keep by score threshold, top fraction of documents or characters, or random fraction"),
     tokenize.NAME: StageSpec(tokenize.NAME, tokenize.TokenizeParams, tokenize.apply,
                              "token ids (tokens, n_tokens) with a given or trained tokenizers tokenizer"),
+    decompose.NAME: StageSpec(decompose.NAME, decompose.DecomposeParams, decompose.apply,
+                              "dataset decomposition: each document's tokens in power-of-two chunks"),
+    export.NAME: StageSpec(export.NAME, export.ExportParams, export.apply,
+                           "training shards per bucket (and domain) in datasets' save_to_disk layout"),
 }

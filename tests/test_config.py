@@ -62,7 +62,8 @@ def test_load_config_reports_bad_toml_and_missing_file(tmp_path):
 
 def test_demo_config_is_valid():
     c = load_config(Path(__file__).parent.parent / "data" / "configs" / "demo.toml")
-    assert [p.name for p in plans(c)] == ["dedup_exact", "dedup_minhash", "heuristics", "score", "select"]
+    assert [p.name for p in plans(c)] == ["dedup_exact", "dedup_minhash", "heuristics", "score", "select",
+                                          "tokenize", "decompose", "export"]
     assert c.train and c.train[0].output.startswith("{output}")
     assert len(c.inputs) >= 4
 
