@@ -105,3 +105,21 @@ def test_winnow_export_command(pool_slice, tmp_path, prefect_server, spark, caps
     assert pq.read_table(out / "kept").column_names == ["id", "source", "domain", "n_tokens", "dropped_tokens"]
     assert winnow(["export", *paths, "--output", str(tmp_path / "x"), "--buckets", "8-13"]) == 2
     assert "expected LO..HI" in capsys.readouterr().err
+
+
+def test_the_sampler_reads_the_exported_shards_as_the_manifest_promises(exported):
+    from mixers.sampler import VariableLengthSampler
+
+    out, summary = exported
+    export = next(s for s in summary.stages if s.name == "export").stats
+    ranks = [VariableLengthSampler(out, tokens_per_batch=2 ** HI * 2, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    total = ranks[0].epoch_plan()["total"]
+    assert total["tokens"] == sum(g["tokens"] for g in export["datasets"].values())  # what the manifest promises
+    assert total["tokens"] == total["used_tokens"] + total["leftover_tokens"] + total["skipped_tokens"]
+    seen = 0
+    for a, b in zip(ranks[0].iter_from(0), ranks[1].iter_from(0)):
+        assert a["bucket"] == b["bucket"] and a["step"] == b["step"]
+        assert a["tokens"].shape == b["tokens"].shape and a["tokens"].shape[1] == 2 ** a["bucket"] + 1
+        assert a["tokens"].shape[0] * 2 * 2 ** a["bucket"] == 2 ** HI * 2  # constant tokens per batch
+        seen += (a["tokens"].size + b["tokens"].size)
+    assert seen == total["used_tokens"]
