@@ -27,6 +27,8 @@ def _quiet_environment(verbose: bool) -> None:
 def _run_options(parser: argparse.ArgumentParser) -> None:
     """The options every command over INPUT... shares."""
     parser.add_argument("--domain", metavar="NAME", default=None, help="domain of the inputs")
+    parser.add_argument("--domain-field", metavar="FIELD", default=None,
+                        help="records' own domain: a string field of each record (e.g. domain), else --domain")
     parser.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace Winnow's outputs in a non-empty output directory")
@@ -280,7 +282,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         return 0
     if not args.inputs or not args.output:
         raise _UsageError("give INPUT... and --output DIR (or --explain)")
-    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain)
+    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain, args.domain_field)
     cfg = cfg.model_copy(update={"stages": [stage]})
     cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
     return _run_and_show(cfg)
@@ -311,7 +313,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     column = args.select_score or specs[0].column
     if args.top_fraction is not None:
         stages.append({"stage": "select", "score": column, "top_fraction": args.top_fraction, "mark": True})
-    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain)
+    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain, args.domain_field)
     columns = ["id", "source", "domain", "score_*", "rule_*"] + (["selected"] if args.top_fraction is not None else [])
     if args.with_text:
         columns.insert(3, "text")
@@ -357,7 +359,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.inputs or not args.output:
         raise _UsageError("give INPUT... and --output DIR")
-    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain)
+    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain, args.domain_field)
     write = cfg.write.model_copy(update={"columns": ["id", "source", "domain", "n_tokens", "dropped_tokens"]})
     cfg = cfg.model_copy(update={"stages": export_stages(args), "write": write})
     plans(cfg)  # parameter errors before Spark starts
@@ -409,6 +411,10 @@ def _run_and_show(cfg) -> int:
     with _RichProgress(console) as progress:
         summary = run_curation(cfg, progress=progress)
     console.print(_stage_table(summary.stages))
+    for stage in summary.stages:
+        if stage.stats.get("mixture_table"):
+            console.print(f"{stage.name}: what the mixture yields")
+            console.print(stage.stats["mixture_table"].rstrip(), markup=False, highlight=False)
     console.print(f"kept documents: {summary.output / 'kept'}")
     console.print(f"report: {summary.output / 'report.md'}")
     return 0

@@ -34,6 +34,7 @@ class InputConfig(_Strict):
     format: str | None = None
     text_field: str = "text"
     id_field: str = "id"
+    domain_field: str = ""
 
 
 class SparkConfig(_Strict):
@@ -247,6 +248,7 @@ def with_overrides(
     *,
     inputs: list[str] | None = None,
     domain: str | None = None,
+    domain_field: str | None = None,
     output: str | None = None,
     master: str | None = None,
     overwrite: bool | None = None,
@@ -258,7 +260,8 @@ def with_overrides(
         for path in inputs:
             p = Path(path).expanduser().resolve()
             stem = p.name.split(".")[0] or p.name
-            specs.append(InputConfig(path=str(p), source=stem, domain=domain or "default"))
+            specs.append(InputConfig(path=str(p), source=stem, domain=domain or "default",
+                                     domain_field=domain_field or ""))
         update["inputs"] = specs
     elif domain is not None:
         update["inputs"] = [i.model_copy(update={"domain": domain}) for i in cfg.inputs]
@@ -271,7 +274,8 @@ def with_overrides(
     return cfg.model_copy(update=update)
 
 
-def config_for_inputs(inputs: list[str], output: str, domain: str | None = None) -> RunConfig:
+def config_for_inputs(inputs: list[str], output: str, domain: str | None = None,
+                      domain_field: str | None = None) -> RunConfig:
     """A config with no file: the given inputs, no middle stages (for `winnow run --input` without CONFIG)."""
     base = RunConfig.model_validate({"output": output, "inputs": [{"path": "-", "source": "-"}]})
-    return with_overrides(base, inputs=inputs, domain=domain, output=output)
+    return with_overrides(base, inputs=inputs, domain=domain, domain_field=domain_field, output=output)

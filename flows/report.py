@@ -111,6 +111,9 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
                 lines += [f"| {name} | {v['sequences']:,} | {v['tokens']:,} |" for name, v in table.items()]
             if r.stats.get("mixture_table"):
                 lines += ["", f"### {r.name}: what the mixture yields", "", "```", r.stats["mixture_table"].rstrip(), "```"]
+            if r.stats.get("schedule"):
+                lines += ["", f"### {r.name}: domain weights over training", "",
+                          f"![schedule of {r.name}](plots/{schedule_name(r.name)})"]
     training = manifest.get("training") or []
     if training:
         lines += ["", "## Trained scorers", ""]
@@ -142,10 +145,22 @@ def histogram_name(label: str, column: str) -> str:
     return f"{label}-{column}-histogram.png"
 
 
+def schedule_name(label: str) -> str:
+    return f"{label}-schedule.png"
+
+
 def write_plots(records: list[StageRecord], output: Path) -> list[Path]:
-    """A log-log plot of the component-size distribution of each stage that reports one, and a
-    histogram of every score a stage reports."""
+    """A log-log plot of the component-size distribution of each stage that reports one, a
+    histogram of every score a stage reports, and the domain weights over training of each
+    mixture schedule."""
     written = []
+    for r in records:
+        if r.stats.get("schedule"):
+            from mixers.schedule import Schedule
+
+            schedule = Schedule.from_json(r.stats["schedule"])
+            written.append(schedule.plot(output / "plots" / schedule_name(r.name),
+                                         title=f"{r.name}: {schedule.kind} schedule"))
     for r in records:
         for col, hist in (r.stats.get("score_histograms") or {}).items():
             import matplotlib

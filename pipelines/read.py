@@ -34,6 +34,7 @@ class InputSpec:
     format: str | None = None      # jsonl | parquet | datasets; inferred from the path when None
     text_field: str = "text"
     id_field: str = "id"
+    domain_field: str = ""         # records' own domain, where they carry one (falls back to domain)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def expand_inputs(inputs: Sequence[InputSpec]) -> list[FileTask]:
                 tasks.append(FileTask(
                     index=len(tasks), path=os.path.abspath(path), relpath=rel, format=fmt,
                     source=spec.source, domain=spec.domain, text_field=spec.text_field, id_field=spec.id_field,
+                    domain_field=spec.domain_field,
                 ))
     return tasks
 

@@ -35,6 +35,7 @@ class FileTask:
     domain: str
     text_field: str = "text"
     id_field: str = "id"
+    domain_field: str = ""  # a record's string value of this field, when set and present, is its domain
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,8 +120,10 @@ class _Batcher:
                 meta.update(nested)
             else:
                 meta[key] = _meta_value(value)
+        domain = record.get(t.domain_field) if t.domain_field else None
         return {
-            "id": doc_id, "text": text, "source": t.source, "domain": t.domain, "meta": meta,
+            "id": doc_id, "text": text, "source": t.source,
+            "domain": domain if isinstance(domain, str) and domain else t.domain, "meta": meta,
             "_file": t.index, "_row": position, "_error": None, "_raw": None, "_path": None,
         }
 

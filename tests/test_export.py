@@ -81,6 +81,8 @@ def test_concat_layout_and_mixture_plan(spark, prefect_server, pool_slice, tmp_p
     assert sum(targets.values()) == 20_000 and "domain" in export["mixture_table"]
     decompose = next(s for s in summary.stages if s.name == "decompose")
     assert decompose.stats["dropped_tokens"] > 0 and "bucket_tail" not in {n.split("/")[1] for n in export["datasets"]}
+    plot = tmp_path / "mix" / "plots" / "export-schedule.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "plots/export-schedule.png" in (tmp_path / "mix" / "report.md").read_text()
 
     seq = 64
     stages = [{"stage": "tokenize", "vocab_size": 600, "sample_docs": 200},
@@ -96,12 +98,27 @@ def test_concat_layout_and_mixture_plan(spark, prefect_server, pool_slice, tmp_p
 def test_winnow_export_command(pool_slice, tmp_path, prefect_server, spark, capsys):
     from flows.cli import main as winnow
 
+    from .test_flow import pool_records
+
     out = tmp_path / "shards"
     paths = [str(p) for p in pool_slice["paths"]]
-    assert winnow(["export", *paths, "--output", str(out), "--buckets", "5..7", "--vocab-size", "500"]) == 0
+    mixed = tmp_path / "mixed.jsonl"  # records that carry their own domain
+    mixed.write_text("".join(json.dumps({"id": r["id"], "text": r["text"], "domain": name.split(".")[0]}) + "\n"
+                             for name in ("docs.jsonl.gz", "fiction.jsonl.zst") for r in pool_records(name)[:200]))
+    mixture = tmp_path / "mix.json"
+    mixture.write_text(json.dumps({"weights": {"docs": 0.6, "fiction": 0.4}, "budget": 5_000, "max_repeats": 2}))
+    assert winnow(["export", str(mixed), "--domain-field", "domain", "--output", str(out), "--buckets", "5..7",
+                   "--vocab-size", "500", "--mixture", str(mixture)]) == 0
+    printed = capsys.readouterr().out
+    assert "export: what the mixture yields" in printed and "fiction" in printed
     manifest = json.loads((out / "manifest.json").read_text())
     export = next(s for s in manifest["stages"] if s["name"] == "export")["stats"]
+    assert {"docs/bucket_5", "fiction/bucket_6"} <= set(export["datasets"])
+    assert winnow(["export", *paths, "--output", str(tmp_path / "flat"), "--buckets", "5..7", "--vocab-size", "500"]) == 0
+    manifest = json.loads((tmp_path / "flat" / "manifest.json").read_text())
+    export = next(s for s in manifest["stages"] if s["name"] == "export")["stats"]
     assert {"bucket_5", "bucket_6", "bucket_7"} <= set(export["datasets"])
+    out = tmp_path / "flat"
     assert pq.read_table(out / "kept").column_names == ["id", "source", "domain", "n_tokens", "dropped_tokens"]
     assert winnow(["export", *paths, "--output", str(tmp_path / "x"), "--buckets", "8-13"]) == 2
     assert "expected LO..HI" in capsys.readouterr().err

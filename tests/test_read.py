@@ -33,3 +33,11 @@ def test_repeated_ids_are_rekeyed_in_input_order(tmp_path, ctx):
     assert len(set(ids)) == len(ids) == 4
     assert got["1"] == "x" and got["2"] == "x#1"
     assert got["4"] != "x" and got["4"].startswith("x#")
+
+
+def test_domain_field_gives_records_their_own_domain(tmp_path, ctx):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "text": "one", "domain": "hq"}, {"id": "2", "text": "two"},
+                                           {"id": "3", "text": "three", "domain": 7}])
+    result = read.apply(None, ReadParams((InputSpec(str(a), "A", "web", domain_field="domain"),)), ctx)
+    got = {r["id"]: r["domain"] for r in result.kept.collect()}
+    assert got == {"1": "hq", "2": "web", "3": "web"}  # missing or not a string: the input's domain
