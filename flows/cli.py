@@ -155,6 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=0, help="seed of the tokenizer sample and the random splits")
     _run_options(export)
 
+    validate = sub.add_parser(
+        "validate",
+        help="train small models on curated mixes and compare their held-out loss",
+        description="Run the config's [validate] table: the flow up to the base stage, one shared "
+        "tokenizer, the held-out set exported per domain, each variant's mix exported, then one small "
+        "model per variant and seed trained at the same token budget and evaluated (loss and bits per "
+        "byte per domain). Writes <output>/validate.json, a table in <output>/report.md and "
+        "<output>/plots/validate-loss.png.",
+        epilog=EPILOG,
+    )
+    validate.add_argument("config", metavar="CONFIG", help="flow config (TOML) with a [validate] table")
+    validate.add_argument("--output", "-o", metavar="DIR", default=None,
+                          help="output directory (default: the config's `output`)")
+    validate.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
+    validate.add_argument("--overwrite", action="store_true",
+                          help="replace Winnow's outputs in a non-empty output directory")
+    validate.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
+
     train = sub.add_parser(
         "train-scorer",
         help="train a quality scorer (dclm: fastText, high-quality positives against raw negatives)",
@@ -216,6 +234,12 @@ class _RichProgress:
             description=f"[bold]{name}[/] {report['positives']['trained']:,} positives, "
             f"{report['negatives']['trained']:,} negatives, held-out ROC-AUC {auc}",
         )
+
+    def run_started(self, name: str, total: int) -> None:
+        self._tasks[name] = self._progress.add_task(f"[bold]{name}[/]", total=total)
+
+    def run_advanced(self, name: str, done: int, note: str) -> None:
+        self._progress.update(self._tasks[name], completed=done, description=f"[bold]{name}[/] {note}")
 
     def stage_finished(self, record) -> None:
         self._progress.update(
@@ -402,22 +426,52 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_and_show(cfg) -> int:
+def _run_and_show(cfg, validate_only: bool = False) -> int:
     from rich.console import Console
 
-    from .curate import run_curation
+    from .curate import prepare_output, run_curation
+    from .validate import base_stage, report_lines, run_validate
 
     console = Console(stderr=False)
+    output = Path(cfg.output).resolve()
+    base = None
     with _RichProgress(console) as progress:
-        summary = run_curation(cfg, progress=progress)
-    console.print(_stage_table(summary.stages))
-    for stage in summary.stages:
-        if stage.stats.get("mixture_table"):
-            console.print(f"{stage.name}: what the mixture yields")
-            console.print(stage.stats["mixture_table"].rstrip(), markup=False, highlight=False)
-    console.print(f"kept documents: {summary.output / 'kept'}")
-    console.print(f"report: {summary.output / 'report.md'}")
+        if validate_only:
+            prepare_output(output, cfg.overwrite)
+        else:
+            keep = None
+            if cfg.validate_ is not None:
+                base = str(output / "validate" / "base")
+                keep = (base_stage(cfg) or "read", base)
+            summary = run_curation(cfg, progress=progress, keep=keep)
+        if cfg.validate_ is not None:
+            from pipelines.spark import get_spark
+
+            spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,
+                              driver_memory=cfg.spark.driver_memory, conf=cfg.spark.conf)
+            result = run_validate(cfg, spark, progress, base=base)
+    if not validate_only:
+        console.print(_stage_table(summary.stages))
+        for stage in summary.stages:
+            if stage.stats.get("mixture_table"):
+                console.print(f"{stage.name}: what the mixture yields")
+                console.print(stage.stats["mixture_table"].rstrip(), markup=False, highlight=False)
+        console.print(f"kept documents: {summary.output / 'kept'}")
+    if cfg.validate_ is not None:
+        console.print("\n".join(report_lines(result)[2:-2]), markup=False, highlight=False)
+        console.print(f"validation: {output / 'validate.json'}")
+    console.print(f"report: {output / 'report.md'}")
     return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .config import load_config, with_overrides
+
+    cfg = load_config(args.config)
+    if cfg.validate_ is None:
+        raise _UsageError(f"{args.config} has no [validate] table")
+    cfg = with_overrides(cfg, output=args.output, master=args.master, overwrite=args.overwrite)
+    return _run_and_show(cfg, validate_only=True)
 
 
 class _UsageError(Exception):
@@ -445,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train_scorer(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "validate":
+            return cmd_validate(args)
     except (WinnowError, ScorerError, _UsageError) as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2

@@ -63,6 +63,34 @@ class TrainConfig(_Strict):
     fasttext: dict[str, Any] = Field(default_factory=dict)  # DclmTrainParams fields: epoch, lr, dim, bucket, ...
 
 
+class VariantConfig(_Strict):
+    """One mix to train on ([[validate.variants]]): stages applied to the shared base."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+    layout: str = Field(default="decomposition", pattern=r"^(decomposition|concat)$")
+    seq_len: int = Field(default=256, ge=2)          # concat layout: window length
+    schedule: dict[str, Any] | None = None           # a mixture schedule (mixers.schedule JSON)
+
+
+class ValidateConfig(_Strict):
+    """[validate]: train one small model per variant and seed, at an equal token budget, and
+    compare held-out loss and bits per byte (flows/validate.py)."""
+
+    after: str | None = None             # label of the stage the variants start from (default: see flows/validate.py)
+    variants: list[VariantConfig] = Field(min_length=1)
+    heldout: list[InputConfig] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    tokens: int = Field(default=500_000, ge=1)        # training tokens per run, the same for every variant
+    tokens_per_batch: int = Field(default=8192, ge=1)
+    buckets: str = "5..8"                # dataset decomposition buckets, LO..HI
+    tokenizer: str | None = None         # a tokenizer.json shared by every variant; default: trained on the base
+    vocab_size: int = Field(default=4096, ge=257)
+    eval_max_tokens: int | None = Field(default=50_000, ge=1)   # per held-out domain
+    model: dict[str, Any] = Field(default_factory=lambda: {"size": "tiny"})
+    train: dict[str, Any] = Field(default_factory=dict)           # more training.loop.TrainConfig fields
+
+
 class RunConfig(_Strict):
     output: str
     seed: int = 0
@@ -72,6 +100,7 @@ class RunConfig(_Strict):
     stages: list[dict[str, Any]] = Field(default_factory=list)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     write: WriteConfig = Field(default_factory=WriteConfig)
+    validate_: ValidateConfig | None = Field(default=None, alias="validate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +186,21 @@ def parse_config(data: dict[str, Any], base_dir: Path, origin: str = "config") -
         raise ConfigError(f"{origin}: {exc}") from None
     except WinnowError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
+    validate = cfg.validate_
+    if validate is not None:
+        from .validate import check_validate
+
+        validate = validate.model_copy(update={
+            "heldout": [h.model_copy(update={"path": _resolve(h.path, base_dir)}) for h in validate.heldout],
+            "tokenizer": _resolve(validate.tokenizer, base_dir) if validate.tokenizer else None,
+            "variants": [v.model_copy(update={"stages": [_resolve_stage_paths(raw, base_dir) for raw in v.stages]})
+                         for v in validate.variants]})
+        try:
+            check_validate(cfg.model_copy(update={"validate_": validate}))
+        except WinnowError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
     return cfg.model_copy(update={"inputs": inputs, "stages": stages, "train": train,
-                                  "output": _resolve(cfg.output, base_dir)})
+                                  "output": _resolve(cfg.output, base_dir), "validate_": validate})
 
 
 def _resolve_model(path: str, base: Path) -> str:

@@ -21,7 +21,8 @@ from pipelines.stage import AccountingError, StageContext, StageResult, WinnowEr
 from .config import RunConfig, input_specs, plans, train_specs, write_params
 from .report import STAGE_HEADER, StageRecord, code_version, report_markdown, stage_table_rows, write_manifest, write_plots
 
-OUTPUT_ENTRIES = ("kept", "removed", "selected", "models", "_work", "plots", "manifest.json", "report.md")
+OUTPUT_ENTRIES = ("kept", "removed", "selected", "models", "_work", "plots", "manifest.json", "report.md",
+                  "validate", "validate.json")
 
 
 class Progress(Protocol):
@@ -123,19 +124,26 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     cfg: RunConfig = live["cfg"]
     output: Path = live["output"]
     work = output / "_work"
-    steps: list[tuple[str, str, Callable[..., StageResult], Any]] = [
+    start: str | None = live.get("start")
+    steps: list[tuple[str, str, Callable[..., StageResult], Any]] = [] if start else [
         (read.NAME, read.NAME, read.apply, read.ReadParams(input_specs(cfg)))
     ]
     steps += [(p.label, p.name, STAGES[p.name].apply, p.params) for p in run_plans(cfg)]
     steps.append((write.NAME, write.NAME, write.apply, write_params(cfg, str(output))))
     records: list[StageRecord] = []
-    in_path: str | None = None
+    in_path: str | None = start
+    first_in = _count(live["spark"], start) if start else None
+    keep = live.get("keep")
     for i, (label, stage, apply, params) in enumerate(steps):
         work_path = str(work / f"{i:02d}-{label}")
-        n_in = records[-1].kept if records else None
+        n_in = records[-1].kept if records else first_in
         record = _stage_task(label, _run_stage)(key, label, stage, apply, params, in_path, n_in, work_path)
         records.append(record)
         in_path = work_path
+        if keep and keep[0] == label:  # a stage's output that a later step (validate) starts from
+            Path(keep[1]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(keep[1], ignore_errors=True)
+            shutil.copytree(work_path, keep[1])
     live["records"] = records
     try:
         from prefect.artifacts import create_table_artifact
@@ -189,25 +197,32 @@ def _flow():
                 validate_parameters=False)
 
 
-def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None) -> RunSummary:
-    """Run the configured flow to completion and write manifest.json and report.md."""
+def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *, start: str | None = None,
+                 keep: tuple[str, str] | None = None) -> RunSummary:
+    """Run the configured flow to completion and write manifest.json and report.md.
+
+    `start`: the Parquet output of an earlier run's stage to begin from instead of reading the
+    inputs (the inputs, [[train]] and fingerprints are then skipped). `keep`: (stage label,
+    directory): a copy of that stage's kept rows, with every column, is left in the directory."""
     from pipelines.spark import get_spark
 
     output = Path(cfg.output).resolve()
-    files = read.expand_inputs(input_specs(cfg))  # a missing input or unknown format fails here, before Spark starts
+    # a missing input or unknown format fails here, before Spark starts
+    files = [] if start else read.expand_inputs(input_specs(cfg))
     prepare_output(output, cfg.overwrite)
     if spark is None:
         spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,
                           driver_memory=cfg.spark.driver_memory, conf=cfg.spark.conf)
     started = dt.datetime.now(dt.timezone.utc)
-    training = _train_and_check(cfg, spark, progress)
+    training = [] if start else _train_and_check(cfg, spark, progress)
     key = uuid.uuid4().hex
-    _LIVE[key] = {"cfg": cfg, "spark": spark, "output": output, "progress": progress, "seed": cfg.seed}
+    _LIVE[key] = {"cfg": cfg, "spark": spark, "output": output, "progress": progress, "seed": cfg.seed,
+                  "start": start, "keep": keep}
     try:
         _flow()(key, cfg.model_dump(mode="json"))
         records: list[StageRecord] = _LIVE[key]["records"]
         ctx = StageContext(spark=spark, seed=cfg.seed)
-        prints = read.fingerprints(ctx, files)
+        prints = read.fingerprints(ctx, files) if files else []
     finally:
         _LIVE.pop(key, None)
     shutil.rmtree(output / "_work", ignore_errors=True)
@@ -221,7 +236,8 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None) -
         "stages": [r.as_json() for r in records],
         "training": training,
         "inputs": prints,
-        "config": cfg.model_dump(mode="json"),
+        **({"started_from": start} if start else {}),
+        "config": cfg.model_dump(mode="json", by_alias=True),
     }
     write_plots(records, output)
     write_manifest(output / "manifest.json", manifest)

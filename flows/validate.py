@@ -1,0 +1,307 @@
+"""`winnow validate`: which mix trains better, on a budget this machine can afford.
+
+A config's ``[validate]`` table names variants: lists of stages applied to a shared base (the
+kept documents after the stage ``after``; by default the last stage before the first `select`,
+`tokenize`, `decompose` or `export`, or the read documents when there is none). Then:
+
+1. the base: the curation flow up to ``after``, its output kept at ``<output>/validate/base``
+   (or, from `winnow run`, the run's own stage output);
+2. one tokenizer for every variant (``tokenizer``, or byte-level BPE with ``vocab_size`` trained
+   on a seeded sample of the base): ``<output>/validate/tokenizer.json``;
+3. the held-out set (``heldout`` inputs; records may carry their domain, ``domain_field``),
+   tokenized with it, decomposed into the same buckets with tails kept, exported per domain:
+   ``<output>/validate/heldout/``;
+4. per variant, a curation run from the base (its stages, then tokenize -> decompose -> export,
+   or the concat-and-chunk export): ``<output>/validate/variants/<name>/``, with its own manifest
+   and report (accounting per stage, as every run);
+5. per variant and seed, `training.loop.train` at the same token budget (``tokens``), evaluated
+   on the held-out set: ``<output>/validate/runs/<name>/seed_<k>/``;
+6. ``<output>/validate.json``, a table in ``<output>/report.md`` and
+   ``<output>/plots/validate-loss.png`` (training loss against tokens, every run).
+
+Each variant's mean over its seeds is compared with the first variant's: a difference is called
+real only when it is larger than twice its standard error (the seeds' spread, sqrt(s1^2/n1 +
+s2^2/n2)); otherwise the table says "within noise".
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.stage import WinnowError
+
+from .config import RunConfig, ValidateConfig, plans
+
+_BEFORE = ("select", "tokenize", "decompose", "export")
+
+
+def _buckets(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("..")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(lo) > int(hi):
+        raise WinnowError(f"validate.buckets {text!r}: expected LO..HI, e.g. 5..8")
+    return int(lo), int(hi)
+
+
+def base_stage(cfg: RunConfig) -> str | None:
+    """The label of the stage the variants start from (None: the read documents)."""
+    labels = [(p.name, p.label) for p in plans(cfg)]
+    v = cfg.validate_
+    if v is not None and v.after is not None:
+        known = [label for _, label in labels] + ["read"]
+        if v.after not in known:
+            raise WinnowError(f"validate.after: no stage labelled {v.after!r} (stages: {', '.join(known)})")
+        return None if v.after == "read" else v.after
+    base = None
+    for name, label in labels:
+        if name in _BEFORE:
+            break
+        base = label
+    return base
+
+
+def check_validate(cfg: RunConfig) -> None:
+    """Errors a [validate] table can have, found before anything runs."""
+    from training.loop import TrainConfig
+    from training.model import model_config
+
+    from .config import parse_config
+
+    v = cfg.validate_
+    assert v is not None
+    _buckets(v.buckets)
+    base_stage(cfg)
+    names = [x.name for x in v.variants]
+    if len(set(names)) != len(names):
+        raise WinnowError(f"validate.variants: names must be unique, got {names}")
+    for i, variant in enumerate(v.variants):
+        try:
+            parse_config({"output": "/", "inputs": [{"path": "/", "source": "x"}],
+                          "stages": variant.stages + _tail_stages(variant, v, "/t.json")}, Path("/"),
+                         f"validate.variants[{i}]")
+        except WinnowError as exc:
+            raise WinnowError(str(exc)) from None
+        if variant.schedule is not None:
+            from mixers.schedule import Schedule
+
+            try:
+                Schedule.from_json(variant.schedule)
+            except (ValueError, TypeError) as exc:
+                raise WinnowError(f"validate.variants[{i}].schedule: {exc}") from None
+    try:
+        model_config(1000, **v.model)
+        TrainConfig(data="", output="", tokens=v.tokens, tokens_per_batch=v.tokens_per_batch, **v.train)
+    except (ValueError, TypeError) as exc:
+        raise WinnowError(f"validate: {exc}") from None
+
+
+def _tail_stages(variant, v: ValidateConfig, tokenizer: str) -> list[dict[str, Any]]:
+    lo, hi = _buckets(v.buckets)
+    stages: list[dict[str, Any]] = [{"stage": "tokenize", "tokenizer": tokenizer}]
+    if variant.layout == "decomposition":
+        stages.append({"stage": "decompose", "min_log2": lo, "max_log2": hi, "tail": "keep"})
+        stages.append({"stage": "export", "by_domain": variant.schedule is not None})
+    else:
+        stages.append({"stage": "export", "layout": "concat", "seq_len": variant.seq_len})
+    return stages
+
+
+def _sub_config(cfg: RunConfig, output: Path, stages: list[dict[str, Any]], inputs=None) -> RunConfig:
+    from .config import parse_config
+
+    data = cfg.model_dump(mode="json", by_alias=True)
+    data.update({"output": str(output), "overwrite": True, "stages": stages, "train": [], "validate": None,
+                 "write": {"columns": ["id", "source", "domain", "n_tokens", "dropped_tokens"]}})
+    if inputs is not None:
+        data["inputs"] = inputs
+    data["stages"] = [json.loads(json.dumps(s).replace("{output}", cfg.output)) for s in stages]
+    return parse_config(data, Path("/"), "validate")
+
+
+def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) -> dict[str, Any]:
+    """Steps 2-6 of the module docstring from `base` (Parquet), or steps 1-6 when it is None."""
+    from pipelines.tokenize import _sample_texts, train_tokenizer
+    from training.loop import TrainConfig, train
+
+    from .curate import run_curation
+
+    v = cfg.validate_
+    if v is None:
+        raise WinnowError("the config has no [validate] table")
+    output = Path(cfg.output).resolve()
+    root = output / "validate"
+    if base is None:
+        label = base_stage(cfg)
+        stages = []
+        for raw, p in zip(cfg.stages, plans(cfg)):
+            if label is None:
+                break
+            stages.append(raw)
+            if p.label == label:
+                break
+        base_out = root / "base-run"
+        shutil.rmtree(root, ignore_errors=True)
+        sub = cfg.model_copy(update={"output": str(base_out), "overwrite": True, "stages": stages,
+                                     "validate_": None})
+        run_curation(sub, spark=spark, progress=progress, keep=(label or "read", str(root / "base")))
+        base = str(root / "base")
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    tokenizer = str(root / "tokenizer.json")
+    if v.tokenizer:
+        shutil.copyfile(v.tokenizer, tokenizer)
+    else:
+        frame = spark.read.parquet(base)
+        train_tokenizer(_sample_texts(frame, 20_000, cfg.seed), v.vocab_size).save(tokenizer)
+    lo, hi = _buckets(v.buckets)
+    heldout = root / "heldout"
+    run_curation(_sub_config(cfg, heldout, [
+        {"stage": "tokenize", "tokenizer": tokenizer},
+        {"stage": "decompose", "min_log2": lo, "max_log2": hi, "tail": "keep"},
+        {"stage": "export", "by_domain": True}], inputs=[h.model_dump() for h in v.heldout]), spark=spark,
+        progress=progress)
+
+    results: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for variant in v.variants:
+        data = root / "variants" / variant.name
+        summary = run_curation(_sub_config(cfg, data, variant.stages + _tail_stages(variant, v, tokenizer)),
+                               spark=spark, progress=progress, start=base)
+        export = next(r for r in summary.stages if r.stage == "export").stats
+        runs[variant.name] = []
+        for seed in v.seeds:
+            extra = dict(v.train)
+            if variant.layout == "concat":
+                extra.setdefault("tokens_per_batch", max(1, v.tokens_per_batch // variant.seq_len) * variant.seq_len)
+            tcfg = TrainConfig(data=str(data), output=str(root / "runs" / variant.name / f"seed_{seed}"),
+                               tokens=v.tokens, **{"tokens_per_batch": v.tokens_per_batch, **extra},
+                               model=dict(v.model), tokenizer=tokenizer, heldout=str(heldout),
+                               eval_max_tokens=v.eval_max_tokens, seed=seed, resume=False,
+                               schedule=variant.schedule)
+            runs[variant.name].append(train(tcfg, on_step=_progress_hook(progress, f"train {variant.name} seed {seed}",
+                                                                          tcfg.steps)))
+        results[variant.name] = _summarize(runs[variant.name], summary, export)
+    comparison = _compare(results, [x.name for x in v.variants])
+    out = {"variants": results, "comparison": comparison, "seeds": list(v.seeds), "tokens": v.tokens,
+           "heldout": [h.path for h in v.heldout], "tokenizer": tokenizer,
+           "seconds": round(time.perf_counter() - started, 1)}
+    (output / "validate.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot = _plot(runs, output / "plots" / "validate-loss.png")
+    _append_report(output / "report.md", out, plot)
+    return out
+
+
+def _progress_hook(progress, name: str, steps: int):
+    if progress is None or not hasattr(progress, "run_started"):
+        return None
+    progress.run_started(name, steps)
+    return lambda step, loss: progress.run_advanced(name, step, f"step {step:,}/{steps:,}  loss {loss:.3f}")
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _summarize(runs: list[dict[str, Any]], summary, export: dict[str, Any]) -> dict[str, Any]:
+    loss, loss_sd = _mean_std([r["heldout"]["loss"] for r in runs])
+    bpb, bpb_sd = _mean_std([r["heldout"]["bpb"] for r in runs])
+    domains = sorted(runs[0]["heldout"]["per_domain"])
+    per_domain = {}
+    for d in domains:
+        dl, dl_sd = _mean_std([r["heldout"]["per_domain"][d]["loss"] for r in runs])
+        db, db_sd = _mean_std([r["heldout"]["per_domain"][d]["bpb"] for r in runs])
+        per_domain[d] = {"loss": dl, "loss_std": dl_sd, "bpb": db, "bpb_std": db_sd,
+                         "seeds_loss": [r["heldout"]["per_domain"][d]["loss"] for r in runs]}
+    return {
+        "heldout_loss": loss, "heldout_loss_std": loss_sd, "heldout_bpb": bpb, "heldout_bpb_std": bpb_sd,
+        "per_domain": per_domain, "tokens": runs[0]["tokens"],
+        "seconds": round(sum(r["seconds"] for r in runs) / len(runs), 2),
+        "parameters": runs[0]["parameters"],
+        "documents": summary.stages[-1].kept,
+        "data_tokens": sum(g["tokens"] for g in export.get("datasets", {}).values()),
+        "seeds_loss": [r["heldout"]["loss"] for r in runs],
+    }
+
+
+def _verdict(a: list[float], b: list[float]) -> dict[str, Any]:
+    ma, sa = _mean_std(a)
+    mb, sb = _mean_std(b)
+    se = math.sqrt(sa * sa / len(a) + sb * sb / len(b))
+    diff = mb - ma
+    return {"difference": diff, "standard_error": se,
+            "verdict": "within noise" if abs(diff) <= 2 * se else ("lower" if diff < 0 else "higher")}
+
+
+def _compare(results: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Every variant against the first, on the overall held-out loss and per domain."""
+    first = names[0]
+    out = {}
+    for name in names[1:]:
+        a, b = results[first], results[name]
+        out[f"{name} vs {first}"] = {
+            "heldout_loss": _verdict(a["seeds_loss"], b["seeds_loss"]),
+            "per_domain": {d: _verdict(a["per_domain"][d]["seeds_loss"], b["per_domain"][d]["seeds_loss"])
+                           for d in a["per_domain"] if d in b["per_domain"]},
+        }
+    return out
+
+
+def report_lines(out: dict[str, Any]) -> list[str]:
+    variants = out["variants"]
+    domains = sorted({d for r in variants.values() for d in r["per_domain"]})
+    lines = ["", "## Validation", "",
+             f"{len(out['seeds'])} seeds per variant, {out['tokens']:,} training tokens each; held-out loss "
+             "(nats per token) and bits per byte as mean ± standard deviation over seeds.", "",
+             "| variant | documents | data tokens | held-out loss | held-out bpb | "
+             + " | ".join(f"{d} bpb" for d in domains) + " | seconds per run |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(domains) + "---:|"]
+    for name, r in variants.items():
+        cells = [f"{r['per_domain'][d]['bpb']:.3f} ± {r['per_domain'][d]['bpb_std']:.3f}" if d in r["per_domain"]
+                 else "-" for d in domains]
+        lines.append(f"| {name} | {r['documents']:,} | {r['data_tokens']:,} | {r['heldout_loss']:.4f} ± "
+                     f"{r['heldout_loss_std']:.4f} | {r['heldout_bpb']:.4f} ± {r['heldout_bpb_std']:.4f} | "
+                     + " | ".join(cells) + f" | {r['seconds']:.1f} |")
+    for pair, c in out["comparison"].items():
+        h = c["heldout_loss"]
+        per = "; ".join(f"{d} {v['difference']:+.4f} ({v['verdict']})" for d, v in c["per_domain"].items())
+        lines += ["", f"- **{pair}**: held-out loss {h['difference']:+.4f} ± {h['standard_error']:.4f} "
+                      f"({h['verdict']}); per domain: {per}"]
+    lines += ["", "![training loss of every run](plots/validate-loss.png)"]
+    return lines
+
+
+def _append_report(path: Path, out: dict[str, Any], plot: Path | None) -> None:
+    text = path.read_text() if path.exists() else "# Winnow validate\n"
+    marker = "\n## Validation\n"
+    if marker in text:
+        text = text[:text.index(marker)] + "\n"
+    path.write_text(text.rstrip("\n") + "\n" + "\n".join(report_lines(out)) + "\n")
+
+
+def _plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+    for k, (name, rs) in enumerate(runs.items()):
+        for j, r in enumerate(rs):
+            xs = [c[1] for c in r["curve"]]
+            ys = [c[2] for c in r["curve"]]
+            ax.plot(xs, ys, color=colors[k % len(colors)], alpha=0.8, linewidth=1,
+                    label=name if j == 0 else None)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("training loss (nats per token)")
+    ax.set_title("validate: training loss per variant (one line per seed)")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
