@@ -857,17 +857,14 @@ class ConcatSampler(_Sampler):
 _TORCH_CLASS = None
 
 
-def torch_dataset(sampler: _Sampler, start: int | None = None):
-    """A ``torch.utils.data.IterableDataset`` over ``sampler``'s batches (dicts of tensors: the
-    token array as a tensor, ``lengths`` too when present; ints as they are), from ``start``
-    (default: the sampler's current step). Use ``DataLoader(ds, batch_size=None)``; with
-    ``num_workers=K`` worker ``k`` yields the steps ``start + k (mod K)`` and the loader's
-    round-robin keeps the order. torch is imported here, not with the module."""
+def _torch_class():
+    """`SamplerDataset`, built on first use so that torch is imported only when wanted. It is
+    reachable as ``mixers.sampler.SamplerDataset`` (module ``__getattr__``), so pickle finds it
+    and a ``DataLoader`` with ``multiprocessing_context="spawn"`` can send datasets to workers."""
     global _TORCH_CLASS
-    import torch
-    from torch.utils.data import IterableDataset, get_worker_info
-
     if _TORCH_CLASS is None:
+        from torch.utils.data import IterableDataset
+
         class SamplerDataset(IterableDataset):
             def __init__(self, sampler: _Sampler, start: int) -> None:
                 super().__init__()
@@ -875,6 +872,9 @@ def torch_dataset(sampler: _Sampler, start: int | None = None):
                 self.start = start
 
             def __iter__(self):
+                import torch
+                from torch.utils.data import get_worker_info
+
                 info = get_worker_info()
                 worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
                 for batch in self.sampler._iter(self.start, worker, workers, track=False):
@@ -887,9 +887,28 @@ def torch_dataset(sampler: _Sampler, start: int | None = None):
             def __len__(self) -> int:
                 return len(self.sampler) - self.start
 
+        SamplerDataset.__module__ = __name__
+        SamplerDataset.__qualname__ = "SamplerDataset"
         _TORCH_CLASS = SamplerDataset
+    return _TORCH_CLASS
+
+
+def __getattr__(name: str):
+    if name == "SamplerDataset":
+        return _torch_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def torch_dataset(sampler: _Sampler, start: int | None = None):
+    """A ``torch.utils.data.IterableDataset`` over ``sampler``'s batches (dicts of tensors: the
+    token array as a tensor, ``lengths`` too when present; ints as they are), from ``start``
+    (default: the sampler's current step). Use ``DataLoader(ds, batch_size=None)``; with
+    ``num_workers=K`` worker ``k`` yields the steps ``start + k (mod K)`` and the loader's
+    round-robin keeps the order. torch is imported here, not with the module. The dataset
+    pickles (a ``"spawn"`` or ``"forkserver"`` worker context works, not only ``"fork"``)."""
+    cls = _torch_class()
     if not isinstance(sampler, _Sampler):
         raise ValueError("sampler must be a VariableLengthSampler or ConcatSampler, "
                          f"got {type(sampler).__name__}")
     begin = sampler.step if start is None else sampler._check_step(start)
-    return _TORCH_CLASS(sampler, begin)
+    return cls(sampler, begin)

@@ -324,9 +324,12 @@ def test_torch_dataloader_keeps_the_order_with_workers(export):
     expected = list(VariableLengthSampler(root, TPB, seed=6).iter_from(3))
     ds = torch_dataset(sampler, start=3)
     assert len(ds) == len(expected)
-    pickle.loads(pickle.dumps(sampler))  # workers started with spawn get a copy without the maps
+    pickle.loads(pickle.dumps(ds))  # workers started with spawn get a copy without the maps
+    # spawn: workers start clean, not as forks of a test process that holds a JVM gateway and
+    # Prefect's logging handlers (a fork of it could fail at exit)
     for workers in (0, 2):
-        got = list(DataLoader(ds, batch_size=None, num_workers=workers))
+        got = list(DataLoader(ds, batch_size=None, num_workers=workers,
+                              multiprocessing_context="spawn" if workers else None))
         assert [b["step"] for b in got] == [b["step"] for b in expected]
         assert all(isinstance(g["tokens"], torch.Tensor) and np.array_equal(g["tokens"].numpy(), e["tokens"])
                    for g, e in zip(got, expected))
