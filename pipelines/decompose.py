@@ -112,4 +112,13 @@ def apply(df: DataFrame, params: DecomposeParams, ctx: StageContext) -> StageRes
         F.format_string(f"no chunk: %d tokens, fewer than the smallest bucket's {smallest} (tail = {params.tail})",
                         F.greatest(F.size("tokens"), F.lit(0))).alias("reason"))
     stats = {"buckets": f"{params.min_log2}..{params.max_log2}", "tail": params.tail}
-    return StageResult(kept, removed, stats, stats_after_write=lambda k, _: bucket_table(k))
+    return StageResult(kept, removed, stats, stats_after_write=_stats_after_write)
+
+
+def _stats_after_write(kept: DataFrame, removed: DataFrame) -> dict[str, Any]:
+    """The bucket table, and ``tokens_removed``: every token in no chunk, whether its document was
+    kept (``dropped_tokens``) or removed for having no chunk at all."""
+    out = bucket_table(kept)
+    gone = int(removed.agg(F.sum("n_tokens")).first()[0] or 0) if "n_tokens" in removed.columns else 0
+    out["tokens_removed"] = out["dropped_tokens"] + gone
+    return out

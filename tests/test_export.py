@@ -81,6 +81,10 @@ def test_concat_layout_and_mixture_plan(spark, prefect_server, pool_slice, tmp_p
     assert sum(targets.values()) == 20_000 and "domain" in export["mixture_table"]
     decompose = next(s for s in summary.stages if s.name == "decompose")
     assert decompose.stats["dropped_tokens"] > 0 and "bucket_tail" not in {n.split("/")[1] for n in export["datasets"]}
+    tokenized = next(s for s in summary.stages if s.name == "tokenize").stats["tokens"]
+    in_chunks = sum(b["tokens"] for b in decompose.stats["buckets"].values())
+    assert decompose.removed > 0 and decompose.stats["tokens_removed"] > decompose.stats["dropped_tokens"]
+    assert in_chunks + decompose.stats["tokens_removed"] == tokenized  # every token in a chunk or counted
     plot = tmp_path / "mix" / "plots" / "export-schedule.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "plots/export-schedule.png" in (tmp_path / "mix" / "report.md").read_text()
 
