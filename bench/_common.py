@@ -71,6 +71,24 @@ def spark_session(master: str = "local[*]"):
     return get_spark(master, app_name="winnow-bench", shuffle_partitions=8)
 
 
+def cached_corpus(copies: int, cores: int):
+    """(spark, a cached DataFrame of the corpus as `read` leaves it, documents): the pool repeated
+    `copies` times, read once by the stage, staged as Parquet, repartitioned over 4 x `cores`."""
+    from pipelines import read
+    from pipelines.read import InputSpec, ReadParams
+    from pipelines.stage import StageContext
+
+    corpus, _ = make_corpus(copies, files=4)
+    spark = spark_session(f"local[{cores}]")
+    ctx = StageContext(spark=spark)
+    frame = read.apply(None, ReadParams((InputSpec(str(corpus), "bench"),)), ctx).kept
+    staged = str(corpus / "staged.parquet")
+    frame.write.mode("overwrite").parquet(staged)
+    ctx.release()
+    df = spark.read.parquet(staged).repartition(cores * 4).cache()
+    return spark, df, df.count()
+
+
 def timed(fn, repeat: int = 2) -> float:
     """Best wall time of `repeat` runs (the first run also warms the JVM and Python workers)."""
     best = float("inf")

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from _common import make_corpus, spark_session
+from _common import cached_corpus
 
 CORES = 2
 
@@ -49,10 +49,9 @@ def main(copies: int = 4) -> None:
 
     from mixers.decomposition import decompose
     from pipelines import decompose as decompose_stage
-    from pipelines import export, read, tokenize
+    from pipelines import export, tokenize
     from pipelines.decompose import DecomposeParams, document_rng
     from pipelines.export import ExportParams
-    from pipelines.read import InputSpec, ReadParams
     from pipelines.stage import StageContext
     from pipelines.tokenize import TokenizeParams, train_tokenizer
 
@@ -63,15 +62,7 @@ def main(copies: int = 4) -> None:
     tok.save(tok_path)
     eot = tok.token_to_id("<|endoftext|>")
 
-    corpus, _ = make_corpus(copies, files=4)
-    spark = spark_session(f"local[{CORES}]")
-    ctx = StageContext(spark=spark)
-    frame = read.apply(None, ReadParams((InputSpec(str(corpus), "bench"),)), ctx).kept
-    staged = str(corpus / "staged.parquet")
-    frame.write.mode("overwrite").parquet(staged)
-    ctx.release()
-    df = spark.read.parquet(staged).repartition(CORES * 4).cache()
-    n = df.count()
+    spark, df, n = cached_corpus(copies, CORES)
     texts = [r["text"] or "" for r in df.select("id", "text").toLocalIterator()]
     ids = [r["id"] for r in df.select("id").toLocalIterator()]
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from _common import make_corpus, spark_session, timed
+from _common import cached_corpus, timed
 
 CORES = 2
 
@@ -35,8 +35,7 @@ def main(copies: int = 10) -> None:
 
     from filters.dclm import DclmScorer, DclmTrainParams, to_line
     from filters.langid import LangIdScorer
-    from pipelines import read, score
-    from pipelines.read import InputSpec, ReadParams
+    from pipelines import score
     from pipelines.score import ScoreParams
     from pipelines.stage import StageContext
 
@@ -51,15 +50,7 @@ def main(copies: int = 10) -> None:
     print(f"model: trained in {time.perf_counter() - t0:.1f} s, {os.path.getsize(model) / 1e6:.0f} MB, "
           f"bucket {scorer.describe()['bucket']:,}")
 
-    corpus, docs = make_corpus(copies, files=4)
-    spark = spark_session(f"local[{CORES}]")
-    ctx = StageContext(spark=spark)
-    frame = read.apply(None, ReadParams((InputSpec(str(corpus), "bench"),)), ctx).kept
-    staged = str(corpus / "staged.parquet")
-    frame.write.mode("overwrite").parquet(staged)
-    ctx.release()
-    df = spark.read.parquet(staged).repartition(CORES * 4).cache()
-    n = df.count()
+    spark, df, n = cached_corpus(copies, CORES)
     texts = [r["text"] or "" for r in df.select("text").toLocalIterator()]
     chars = sum(len(t) for t in texts)
     print(f"\nscore: {n:,} documents ({chars / 1e6:.1f} M characters), {os.cpu_count()} cores, Spark local[{CORES}]")
