@@ -82,7 +82,7 @@ class ValidateConfig(_Strict):
     heldout: list[InputConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     tokens: int = Field(default=500_000, ge=1)        # training tokens per run, the same for every variant
-    tokens_per_batch: int = Field(default=8192, ge=1)
+    tokens_per_batch: int = Field(default=2048, ge=1)
     buckets: str = "5..8"                # dataset decomposition buckets, LO..HI
     tokenizer: str | None = None         # a tokenizer.json shared by every variant; default: trained on the base
     vocab_size: int = Field(default=4096, ge=257)

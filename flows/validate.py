@@ -11,8 +11,8 @@ kept documents after the stage ``after``; by default the last stage before the f
 3. the held-out set (``heldout`` inputs; records may carry their domain, ``domain_field``),
    tokenized with it, decomposed into the same buckets with tails kept, exported per domain:
    ``<output>/validate/heldout/``;
-4. per variant, a curation run from the base (its stages, then tokenize -> decompose -> export,
-   or the concat-and-chunk export): ``<output>/validate/variants/<name>/``, with its own manifest
+4. per variant, a curation run from the base (its stages, then tokenize -> decompose (tails
+   dropped and counted) -> export, or the concat-and-chunk export): ``<output>/validate/variants/<name>/``, with its own manifest
    and report (accounting per stage, as every run);
 5. per variant and seed, `training.loop.train` at the same token budget (``tokens``), evaluated
    on the held-out set: ``<output>/validate/runs/<name>/seed_<k>/``;
@@ -103,7 +103,8 @@ def _tail_stages(variant, v: ValidateConfig, tokenizer: str) -> list[dict[str, A
     lo, hi = _buckets(v.buckets)
     stages: list[dict[str, Any]] = [{"stage": "tokenize", "tokenizer": tokenizer}]
     if variant.layout == "decomposition":
-        stages.append({"stage": "decompose", "min_log2": lo, "max_log2": hi, "tail": "keep"})
+        # remainders below the smallest bucket are not trained on: dropped and counted in the manifest
+        stages.append({"stage": "decompose", "min_log2": lo, "max_log2": hi, "tail": "drop"})
         stages.append({"stage": "export", "by_domain": variant.schedule is not None})
     else:
         stages.append({"stage": "export", "layout": "concat", "seq_len": variant.seq_len})

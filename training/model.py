@@ -47,7 +47,7 @@ class ModelConfig:
 
 
 # Sizes by name, vocabulary given at run time. Parameter counts at an 8,192-entry vocabulary:
-# tiny ~1.3M, small ~5.3M, base ~21M, large ~104M (tied embeddings counted once).
+# tiny 1.0M, small 5.2M, base 23M, large 91M (tied embeddings counted once; tiny is 0.42M at 2,048).
 PRESETS: dict[str, dict] = {
     "tiny": {"d_model": 96, "n_layers": 2, "n_heads": 4},
     "small": {"d_model": 256, "n_layers": 4, "n_heads": 4},
