@@ -4,8 +4,8 @@ A config's ``[validate]`` table names variants: lists of stages applied to a sha
 kept documents after the stage ``after``; by default the last stage before the first `select`,
 `tokenize`, `decompose` or `export`, or the read documents when there is none). Then:
 
-1. the base: the curation flow up to ``after``, its output kept at ``<output>/validate/base``
-   (or, from `winnow run`, the run's own stage output);
+1. the base: the curation flow up to ``after``, written to ``<output>`` as any run, with that
+   stage's output kept at ``<output>/validate/base`` (from `winnow run`: the run's own stage);
 2. one tokenizer for every variant (``tokenizer``, or byte-level BPE with ``vocab_size`` trained
    on a seeded sample of the base): ``<output>/validate/tokenizer.json``;
 3. the held-out set (``heldout`` inputs; records may carry their domain, ``domain_field``),
@@ -144,10 +144,9 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
             stages.append(raw)
             if p.label == label:
                 break
-        base_out = root / "base-run"
-        shutil.rmtree(root, ignore_errors=True)
-        sub = cfg.model_copy(update={"output": str(base_out), "overwrite": True, "stages": stages,
-                                     "validate_": None})
+        # the run up to the base stage writes the output directory itself (kept/, models/,
+        # manifest.json, report.md), so `{output}` means the same in it and in the variants
+        sub = cfg.model_copy(update={"overwrite": True, "stages": stages, "validate_": None})
         run_curation(sub, spark=spark, progress=progress, keep=(label or "read", str(root / "base")))
         base = str(root / "base")
     root.mkdir(parents=True, exist_ok=True)

@@ -163,6 +163,8 @@ layout = "concat"
 seq_len = 128
 ''')
     assert winnow(["validate", str(cfg)]) == 0
+    base = json.loads((tmp_path / "out" / "manifest.json").read_text())  # the run up to the base stage
+    assert [s["name"] for s in base["stages"]] == ["read", "dedup_exact", "write"]
     out = json.loads((tmp_path / "out" / "validate.json").read_text())
     assert list(out["variants"]) == ["random", "concat"]
     for v in out["variants"].values():
