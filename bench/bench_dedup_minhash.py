@@ -339,8 +339,8 @@ def quality(spark, docs, seeds: int, quick: bool) -> dict:
 
     run_stage(spark, df.where(F.col("_row") <= 200), DedupMinhashParams())
 
-    def winnow(check: str, seed: int) -> dict:
-        seconds, removed, kept, stats = run_stage(spark, df, DedupMinhashParams(check=check, seed=seed))
+    def winnow(check: str, seed: int, probes: int = default.probes) -> dict:
+        seconds, removed, kept, stats = run_stage(spark, df, DedupMinhashParams(check=check, seed=seed, probes=probes))
         assert kept + len(removed) == n
         tp, p, r = pr(removed, truth)
         return {"check": check, "seed": seed, "removed": len(removed), "tp": tp, "precision": p, "recall": r,
@@ -350,6 +350,8 @@ def quality(spark, docs, seeds: int, quick: bool) -> dict:
     runs = {"signature": [winnow("signature", s) for s in range(1, seeds + 1)]}
     for check in () if quick else ("none", "exact"):
         runs[check] = [winnow(check, 1)]
+    if not quick:
+        runs["plain"] = [winnow("signature", s, probes=1) for s in range(1, seeds + 1)]
     read_ctx.release()
 
     grams = [datasketch_shingles(t) for _, t in docs]
@@ -377,6 +379,9 @@ def quality(spark, docs, seeds: int, quick: bool) -> dict:
             row(f"winnow check={check}, seed 1", runs[check])
     for name, agg in (("mean", statistics.mean), ("min", min)):
         row(f"winnow default, {seeds} seeds, {name}", runs["signature"], agg)
+    if "plain" in runs:
+        for name, agg in (("mean", statistics.mean), ("min", min)):
+            row(f"winnow probes=1 (plain bands), {seeds} seeds, {name}", runs["plain"], agg)
     for name, agg in (("mean", statistics.mean), ("min", min)):
         row(f"datasketch MinHashLSH, {seeds} seeds, {name}", ds, agg)
     for name, rs in (("winnow default", runs["signature"]), ("datasketch", ds)):

@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--bands", type=int, default=None, metavar="B",
                        help="LSH bands; with --rows, instead of the S-curve optimization")
     dedup.add_argument("--rows", type=int, default=None, metavar="R", help="rows (values) per band")
+    dedup.add_argument("--probes", type=int, default=None, metavar="P",
+                       help="groupings of the signature values into bands (default 2; 1 = plain LSH)")
     dedup.add_argument("--fp-weight", type=float, default=None, metavar="W",
                        help="weight of the false-positive area when choosing bands x rows (default 0.02)")
     dedup.add_argument("--verify", action="store_true",
@@ -281,7 +283,7 @@ def dedup_stage(args: argparse.Namespace) -> dict:
         raise _UsageError("--verify and --no-check contradict each other")
     stage: dict = {"stage": "dedup_minhash"}
     for opt, key in [("threshold", "threshold"), ("num_perm", "num_perm"), ("ngram", "ngram"),
-                     ("bands", "bands"), ("rows", "rows"), ("fp_weight", "fp_weight"),
+                     ("bands", "bands"), ("rows", "rows"), ("fp_weight", "fp_weight"), ("probes", "probes"),
                      ("score_column", "score_column"), ("seed", "seed")]:
         if getattr(args, opt) is not None:
             stage[key] = getattr(args, opt)

@@ -3,7 +3,12 @@
 1. **Signatures** (`minhash_kernel`) inside `mapInArrow`, one numpy pass per Arrow batch.
 2. **Bands**: the K values are cut into `bands` x `rows`; each (band, values) pair is a bucket.
    Unless given, `bands` and `rows` minimize ``fp_weight * FP area + (1 - fp_weight) * FN area``
-   of the S-curve at `threshold` (the text-dedup / datasketch criterion).
+   of the S-curve at `threshold` (the text-dedup / datasketch criterion). With ``probes`` = p > 1
+   the same K values are also regrouped p - 1 more times (a seeded permutation of the value
+   positions, then cut into the same `bands` x `rows`): a pair whose agreeing values miss every
+   band of one grouping often fills a band of another. At K = 256, 28 x 9, one regrouping cuts
+   the chance that a pair at J = 0.8 is never a candidate from 1.8% to 0.10% (0.59% to 0.023%
+   at 0.82; simulated, 200k pairs each), for about twice the buckets. The check keeps precision.
 3. **Candidates**: in every bucket with more than one document, each member is paired with the
    bucket's first document (a star) and with the member before it in input order (a chain): at
    most 2(n - 1) pairs per bucket of n, never n^2. The chain matters once pairs are checked: a
@@ -59,6 +64,7 @@ class DedupMinhashParams:
     rows: int | None = None         # r
     fp_weight: float = 0.02         # weight of the false-positive area when choosing b x r
     check: str = "signature"        # signature | exact | none (see module docstring)
+    probes: int = 2                 # groupings of the K values into bands: 1 is plain LSH
     seed: int = 1                   # permutation seed: same seed, same signatures everywhere
     per_source: bool = False        # only documents of the same `source` are compared
     score_column: str | None = None  # keep the highest score in a component, not the first
@@ -79,6 +85,8 @@ class DedupMinhashParams:
             )
         if not 0.0 < self.fp_weight < 1.0:
             raise WinnowError(f"{p}fp_weight must be between 0 and 1 (exclusive), got {self.fp_weight}")
+        if not 1 <= self.probes <= 16:
+            raise WinnowError(f"{p}probes must be between 1 and 16, got {self.probes}")
         if self.check not in CHECKS:
             raise WinnowError(f"{p}check: {self.check!r} is not one of {', '.join(CHECKS)}")
 
@@ -97,6 +105,25 @@ def _optimal(threshold: float, num_perm: int, fp_weight: float) -> tuple[int, in
     return mk.optimal_bands(threshold, num_perm, fp_weight, 1.0 - fp_weight)
 
 
+def band_rows(params: DedupMinhashParams) -> list[np.ndarray]:
+    """The signature positions of every band: grouping 0 is positions 0..b*r-1 in order (plain
+    LSH); grouping g > 0 is a permutation of all K positions seeded by (seed, g), cut the same way."""
+    b, r = params.banding()
+    out = [np.arange(j * r, (j + 1) * r) for j in range(b)]
+    for g in range(1, params.probes):
+        order = np.random.default_rng([params.seed, 0x5EED, g]).permutation(params.num_perm)
+        out += [order[j * r:(j + 1) * r] for j in range(b)]
+    return out
+
+
+def _band_key(rows: np.ndarray):
+    """The bytes of the signature values at `rows` (4 bytes each), as one bucket key."""
+    rows = [int(x) for x in rows]
+    if rows == list(range(rows[0], rows[0] + len(rows))):  # contiguous: one substring
+        return F.substring("sig", rows[0] * 4 + 1, len(rows) * 4)
+    return F.concat(*[F.substring("sig", i * 4 + 1, 4) for i in rows])
+
+
 def explain(params: DedupMinhashParams, similarities=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> str:
     """What `winnow dedup --explain` prints: the banding and its collision probabilities."""
     b, r = params.banding()
@@ -106,6 +133,8 @@ def explain(params: DedupMinhashParams, similarities=(0.5, 0.6, 0.7, 0.75, 0.8, 
     lines = [
         f"threshold {params.threshold:g}, {params.num_perm} permutations, word {params.ngram}-gram shingles",
         f"bands x rows = {b} x {r} ({how}); uses {b * r} of {params.num_perm} values",
+        f"probes = {params.probes}: the values grouped into bands {params.probes} way(s) "
+        "(more groupings: fewer missed pairs, more candidates; the curve below is one grouping's)",
         f"S-curve midpoint (1/b)^(1/r) = {mk.midpoint(b, r):.3f}",
         "",
         "Jaccard   P(candidate) = 1 - (1 - s^r)^b",
@@ -196,8 +225,7 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     )
     sigs = ctx.persist(kernel_in.mapInArrow(kernel, out_type))
 
-    width = r * 4
-    band_values = F.array(*[F.substring("sig", j * width + 1, width) for j in range(b)])
+    band_values = F.array(*[_band_key(rows) for rows in band_rows(params)])
     buckets = sigs.select("node", *extra, F.posexplode(band_values).alias("band", "key"))
     # Each bucket member is paired with the bucket's smallest node (a star) and with the member
     # just before it (a chain). With a check, a star alone loses a duplicate whose only link to
@@ -212,7 +240,7 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
         .distinct()
     )
 
-    stats: dict = {"bands": b, "rows": r, "candidate_pairs": candidates.count()}
+    stats: dict = {"bands": b, "rows": r, "probes": params.probes, "candidate_pairs": candidates.count()}
     edges = _check(candidates, sigs, docs, params, stats)
 
     labels, rounds = connected_components(edges)

@@ -5,6 +5,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
@@ -182,10 +183,40 @@ def test_the_checks_agree_on_clear_cases(spark, ctx):
     ({"bands": 40, "rows": 10}, "at most num_perm"),
     ({"check": "maybe"}, "check"),
     ({"num_perm": 1}, "num_perm"),
+    ({"probes": 0}, "probes"),
 ])
 def test_parameters_are_checked(bad, message):
     with pytest.raises(WinnowError, match=message):
         DedupMinhashParams(**bad)
+
+
+def test_regrouped_bands_are_deterministic_permutations_of_the_values():
+    from pipelines.dedup_minhash import band_rows
+
+    params = DedupMinhashParams(probes=3)
+    b, r = params.banding()
+    rows = band_rows(params)
+    assert len(rows) == 3 * b and all(len(x) == r for x in rows)
+    assert np.array_equal(np.concatenate(rows[:b]), np.arange(b * r))  # grouping 0: plain LSH
+    for g in (1, 2):
+        grouping = np.concatenate(rows[g * b:(g + 1) * b])
+        assert len(set(grouping.tolist())) == b * r and grouping.max() < params.num_perm
+    assert all(np.array_equal(x, y) for x, y in zip(rows, band_rows(DedupMinhashParams(probes=3))))
+    assert not np.array_equal(rows[b], band_rows(DedupMinhashParams(probes=3, seed=2))[b])
+
+
+def test_a_second_grouping_only_adds_duplicates(pool, ctx):
+    """More groupings give a superset of candidate pairs, so every document plain LSH removes is
+    still removed (components only grow, and a survivor is its component's first document)."""
+    plain = dedup_minhash.apply(pool, DedupMinhashParams(probes=1), ctx)
+    plain_removed = {r["id"] for r in plain.removed.select("id").collect()}
+    two = dedup_minhash.apply(pool, DedupMinhashParams(probes=2), ctx)
+    two_removed = {r["id"] for r in two.removed.select("id").collect()}
+    assert plain_removed <= two_removed
+    assert two.stats["candidate_pairs"] > plain.stats["candidate_pairs"]
+    truth = truth_ids()
+    assert len(two_removed & truth) >= len(plain_removed & truth)
+    assert two_removed - plain_removed <= truth  # what the second grouping adds is true duplicates
 
 
 def test_explain_prints_the_banding(capsys):
