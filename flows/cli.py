@@ -362,9 +362,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def export_stages(args: argparse.Namespace) -> list[dict]:
     """The [[stages]] `winnow export`'s options stand for."""
-    lo, sep, hi = args.buckets.partition("..")
-    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
-        raise _UsageError(f"--buckets {args.buckets!r}: expected LO..HI, e.g. 8..13")
+    from .config import parse_buckets
+
+    lo, hi = parse_buckets(args.buckets, "--buckets")
     tokenize: dict = {"stage": "tokenize", "seed": args.seed}
     if args.tokenizer:
         tokenize["tokenizer"] = str(Path(args.tokenizer).expanduser().resolve())

@@ -275,6 +275,15 @@ def plans(cfg: RunConfig) -> list[StagePlan]:
     return out
 
 
+def parse_buckets(text: str, where: str) -> tuple[int, int]:
+    """``LO..HI`` (dataset decomposition buckets, e.g. ``8..13``) as two ints; `where` names the
+    option or key in the one-line error."""
+    lo, sep, hi = text.partition("..")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(lo) > int(hi):
+        raise ConfigError(f"{where} {text!r}: expected LO..HI, e.g. 8..13")
+    return int(lo), int(hi)
+
+
 def input_specs(cfg: RunConfig) -> tuple[InputSpec, ...]:
     return tuple(InputSpec(**i.model_dump()) for i in cfg.inputs)
 

@@ -35,16 +35,13 @@ from typing import Any
 
 from pipelines.stage import WinnowError
 
-from .config import RunConfig, ValidateConfig, plans
+from .config import RunConfig, ValidateConfig, parse_buckets, plans
 
 _BEFORE = ("select", "tokenize", "decompose", "export")
 
 
 def _buckets(text: str) -> tuple[int, int]:
-    lo, sep, hi = text.partition("..")
-    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(lo) > int(hi):
-        raise WinnowError(f"validate.buckets {text!r}: expected LO..HI, e.g. 5..8")
-    return int(lo), int(hi)
+    return parse_buckets(text, "validate.buckets")
 
 
 def base_stage(cfg: RunConfig) -> str | None:

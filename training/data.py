@@ -128,8 +128,10 @@ def batches(root: str | Path, tokens_per_batch: int, *, total_steps: int, seed: 
     if layout == "concat":
         if schedule is not None:
             raise ValueError("a concat-and-chunk export has no domains apart: it cannot follow a mixture schedule")
-        sampler = ConcatSampler(root, 1, seed, rank, world_size, epochs=None)  # to learn seq_len
-        width = sampler.seq_len
+        widths = sorted(int(m.group(1)) for c in Path(root).iterdir() if (m := _CONCAT.match(c.name)))
+        if len(widths) != 1:
+            raise ValueError(f"{root} holds concat datasets of several lengths {widths}: export one per directory")
+        width = widths[0]
         if tokens_per_batch % (width * world_size):
             raise ValueError(f"tokens_per_batch {tokens_per_batch} must be a multiple of seq_len {width} x world_size")
         return ConcatSampler(root, tokens_per_batch // width, seed, rank, world_size, epochs=None)
@@ -141,6 +143,15 @@ def batches(root: str | Path, tokens_per_batch: int, *, total_steps: int, seed: 
                          "mixture): it cannot follow a mixture schedule")
     return VariableLengthSampler(root, tokens_per_batch, curriculum, cycles, seed=seed, rank=rank,
                                  world_size=world_size, epochs=None)
+
+
+def export_longest(root: str | Path) -> int:
+    """The longest input of any batch of a decomposition export: 2**(its largest bucket)."""
+    widths = [int(m.group(1)) for p in Path(root).rglob("bucket_*")
+              if (m := _BUCKET.match(p.name)) and m.group(1).isdigit()]
+    if not widths:
+        raise ValueError(f"no bucket_<i> datasets under {root}")
+    return 1 << max(widths)
 
 
 def token_bytes(tokenizer_path: str | Path) -> np.ndarray:

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .data import batches, dataset_rows, export_layout, export_schedule, heldout_sets, token_bytes
+from .data import batches, dataset_rows, export_layout, export_longest, export_schedule, heldout_sets, token_bytes
 from .model import TransformerLM, model_config
 
 LR_SCHEDULES = ("cosine", "wsd")
@@ -172,7 +172,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None,
         schedule = Schedule.from_json(schedule)
     source = batches(cfg.data, cfg.tokens_per_batch, total_steps=steps, seed=cfg.seed, curriculum=cfg.curriculum,
                      cycles=cfg.cycles, schedule=schedule)
-    longest = getattr(source, "seq_len", None) or _longest(cfg.data)
+    longest = getattr(source, "seq_len", None) or export_longest(cfg.data)
     mcfg = model_config(_vocab_size(tokenizer), **{"max_seq_len": longest, **cfg.model})
     model = TransformerLM(mcfg).to(device)
     optimizer = _optimizer(model, cfg, device)
@@ -264,16 +264,6 @@ def _state(model, optimizer, step: int, tokens: int, curve: list, mcfg) -> dict[
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _longest(root: str) -> int:
-    """The longest input length any batch of the export has (2**max bucket)."""
-    import re
-
-    widths = [int(m.group(1)) for p in Path(root).rglob("bucket_*") if (m := re.match(r"bucket_(\d+)$", p.name))]
-    if not widths:
-        raise ValueError(f"no bucket_<i> datasets under {root}")
-    return 1 << max(widths)
 
 
 @torch.no_grad()
