@@ -111,6 +111,46 @@ def test_resume_from_a_checkpoint_gives_the_same_next_losses(shards, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_gpu_path_bf16_autocast_and_torch_compile_runs_on_cpu(shards, tmp_path):
+    """What a GPU run does by default (bf16 autocast, torch.compile across the bucket shapes),
+    forced on CPU with the aot_eager backend (dynamo and AOTAutograd trace it; no code is
+    generated): the loss falls, the weights and checkpoints stay fp32, evaluation runs under the
+    same autocast, and a resumed run repeats the uninterrupted one."""
+    from torch._dynamo.utils import counters
+
+    from training.loop import TrainConfig, train
+
+    torch._dynamo.reset()
+    counters.clear()
+    gpu_like = dict(data=str(shards["train"]), precision="bf16", compile="aot_eager")
+    whole = train(small(**gpu_like, output=str(tmp_path / "whole"), heldout=str(shards["heldout"]),
+                        eval_max_tokens=2000))
+    assert (whole["precision"], whole["compile"], whole["device"]) == ("bf16", "aot_eager", "cpu")
+    losses = [c[2] for c in whole["curve"]]
+    assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
+    log = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert len({r["bucket"] for r in log}) >= 2  # the compiled forward met several shapes
+    assert counters["stats"]["unique_graphs"] >= 1 and counters["frames"]["ok"] >= 1  # dynamo compiled it
+    assert all(0 < d["bpb"] < 10 for d in whole["heldout"]["per_domain"].values())
+    saved = torch.load(tmp_path / "whole" / "checkpoints" / "step_00000024.pt", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in saved["model"].values()) and saved["cuda_rng"] is None
+
+    class Stop(Exception):
+        pass
+
+    def crash(step, loss):
+        if step == 9:
+            raise Stop
+
+    cut = small(**gpu_like, output=str(tmp_path / "cut"), checkpoint_every=6, resume=True)
+    with pytest.raises(Stop):
+        train(cut, on_step=crash)
+    resumed = train(cut)
+    assert [c[2] for c in resumed["curve"]] == losses  # bit for bit on CPU, as the eager path
+    with pytest.raises(ValueError, match="train.precision"):
+        TrainConfig(data="", output="", tokens=512, tokens_per_batch=512, precision="fp16")
+
+
 def test_scheduled_batches_follow_the_schedule_and_resume(shards):
     from mixers.schedule import Schedule
     from training.data import ScheduledBatches

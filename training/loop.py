@@ -11,8 +11,13 @@ by state). It returns and writes ``<output>/train.json``.
   embedding), gradient clipping by global norm, learning rate per step from
   `lr_at`: linear warm-up, then cosine decay to ``min_lr_ratio * lr``, or warmup-stable-decay
   (constant, then a linear decay over the last ``decay_fraction`` of steps).
-- Precision: fp32 on CPU, seeded and deterministic (`torch.use_deterministic_algorithms`); on a
-  GPU bf16 autocast and, unless ``compile=False``, `torch.compile`.
+- Precision and compilation (`Accel`): ``precision = "auto"`` is bf16 autocast on a GPU and fp32
+  on CPU; ``"bf16"`` or ``"fp32"`` forces either on any device (bf16 autocast runs on CPU too).
+  ``compile = None`` compiles with `torch.compile` on a GPU only; ``True`` compiles anywhere with
+  inductor; a string names the backend (``"aot_eager"`` traces with dynamo and AOTAutograd but
+  generates no code: how the tests run the compiled path on CPU in seconds). On CPU the run is
+  seeded and deterministic (`torch.use_deterministic_algorithms`); on a GPU it is seeded, not
+  bit-reproducible.
 - Batches: one step is one batch of constant tokens (decomposition) or fixed rows (concat); a
   batch of more than ``micro_batch_tokens`` inputs is split into micro-batches and the gradient
   accumulated, weighted by their tokens, so the step is the same.
@@ -22,6 +27,7 @@ by state). It returns and writes ``<output>/train.json``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -36,6 +42,7 @@ from .data import batches, dataset_rows, export_layout, export_longest, export_s
 from .model import TransformerLM, model_config
 
 LR_SCHEDULES = ("cosine", "wsd")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -66,7 +73,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = True
     device: str = "auto"                   # auto | cpu | cuda
-    compile: bool | None = None            # None: on a GPU only
+    precision: str = "auto"                # auto (bf16 on a GPU, fp32 on CPU) | bf16 | fp32
+    compile: bool | str | None = None      # None: on a GPU only; True: inductor; or a backend name
     threads: int | None = None             # torch CPU threads (None: torch's default)
     log_every: int = 1
 
@@ -75,6 +83,10 @@ class TrainConfig:
             raise ValueError(f"train.tokens {self.tokens} is less than one batch ({self.tokens_per_batch})")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train.lr_schedule: expected one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        if isinstance(self.compile, str) and not self.compile:
+            raise ValueError("train.compile: give true, false or a torch.compile backend name")
         for name in ("warmup_fraction", "decay_fraction", "min_lr_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"train.{name}: must be within [0, 1], got {getattr(self, name)}")
@@ -108,6 +120,40 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device = 'cuda' but no GPU is available")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Accel:
+    """How a run computes on its device: autocast dtype (None: fp32) and torch.compile backend
+    (None: eager). `Accel.of(device, precision, compile)` applies the defaults of `TrainConfig`."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    backend: str | None
+
+    @classmethod
+    def of(cls, device: torch.device, precision: str = "auto", compile: bool | str | None = None) -> "Accel":
+        gpu = device.type == "cuda"
+        bf16 = precision == "bf16" or (precision == "auto" and gpu)
+        if compile is None:
+            compile = gpu
+        backend = compile if isinstance(compile, str) else ("inductor" if compile else None)
+        return cls(device, torch.bfloat16 if bf16 else None, backend)
+
+    def autocast(self):
+        """The autocast context of a forward pass (none for fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def wrap(self, model: torch.nn.Module):
+        """The callable forward: the model itself, or its compiled wrapper (the parameters and the
+        state dict stay the model's)."""
+        return torch.compile(model, backend=self.backend) if self.backend else model
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "precision": "bf16" if self.dtype is not None else "fp32",
+                "compile": self.backend}
 
 
 def _optimizer(model: TransformerLM, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -180,16 +226,19 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None,
     start, tokens_seen, curve = 0, 0, []
     found = _checkpoints(output) if cfg.resume else []
     if found:
-        state = torch.load(found[-1], map_location=device, weights_only=True)
+        # to the CPU first: the RNG states must stay CPU byte tensors; load_state_dict moves the
+        # weights and the optimizer moments to the parameters' device
+        state = torch.load(found[-1], map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, tokens_seen, curve = int(state["step"]), int(state["tokens"]), [list(x) for x in state["curve"]]
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         if log:
             log(f"resumed from {found[-1]} at step {start}")
-    runner = torch.compile(model) if (cfg.compile if cfg.compile is not None else device.type == "cuda") else model
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    accel = Accel.of(device, cfg.precision, cfg.compile)
+    runner = accel.wrap(model)
     heldout = None
     if cfg.heldout:
         heldout = (heldout_sets(cfg.heldout), token_bytes(tokenizer))
@@ -211,7 +260,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None,
             optimizer.zero_grad(set_to_none=True)
             for part in _micro_batches(data, cfg.micro_batch_tokens):
                 x = torch.from_numpy(np.ascontiguousarray(part)).to(device, non_blocking=True)
-                with autocast:
+                with accel.autocast():
                     loss = lm_loss(runner, x)
                 weight = part.shape[0] * (part.shape[1] - 1) / total
                 (loss * weight).backward()
@@ -229,21 +278,21 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None,
                                            "bucket": batch.get("bucket"), "domain": batch.get("domain")}) + "\n")
             if heldout and cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
                 evals.append({"step": step, "tokens": tokens_seen,
-                              **evaluate(model, *heldout, device=device, max_tokens=cfg.eval_max_tokens)})
+                              **evaluate(model, *heldout, accel=accel, max_tokens=cfg.eval_max_tokens)})
                 model.train()
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
-                _save(output, _state(model, optimizer, step, tokens_seen, curve, mcfg), cfg.keep_checkpoints)
+                _save(output, _state(model, optimizer, step, tokens_seen, curve, mcfg, device), cfg.keep_checkpoints)
     seconds = time.perf_counter() - clock
-    _save(output, _state(model, optimizer, step, tokens_seen, curve, mcfg), cfg.keep_checkpoints)
+    _save(output, _state(model, optimizer, step, tokens_seen, curve, mcfg, device), cfg.keep_checkpoints)
     result: dict[str, Any] = {
         "steps": steps, "tokens": tokens_seen, "layout": layout, "parameters": model.num_parameters(),
-        "model": mcfg.to_dict(), "device": str(device), "seconds": round(seconds, 2),
+        "model": mcfg.to_dict(), **accel.describe(), "seconds": round(seconds, 2),
         "tokens_per_second": round((tokens_seen - tokens_at_start) / max(seconds, 1e-9), 1),
         "final_loss": curve[-1][2] if curve else None, "curve": curve, "evals": evals,
         "config": _jsonable(asdict(cfg)),
     }
     if heldout:
-        result["heldout"] = evaluate(model, *heldout, device=device, max_tokens=cfg.eval_max_tokens)
+        result["heldout"] = evaluate(model, *heldout, accel=accel, max_tokens=cfg.eval_max_tokens)
     (output / "train.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -257,9 +306,10 @@ def lm_loss(forward, x: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
 
 
-def _state(model, optimizer, step: int, tokens: int, curve: list, mcfg) -> dict[str, Any]:
+def _state(model, optimizer, step: int, tokens: int, curve: list, mcfg, device: torch.device) -> dict[str, Any]:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "tokens": tokens,
-            "curve": curve, "model_config": mcfg.to_dict(), "rng": torch.get_rng_state()}
+            "curve": curve, "model_config": mcfg.to_dict(), "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
 def _jsonable(value: Any) -> Any:
@@ -268,13 +318,16 @@ def _jsonable(value: Any) -> Any:
 
 @torch.no_grad()
 def evaluate(model: TransformerLM, sets: dict[str, list[Path]], bytes_of: np.ndarray, *,
-             device: torch.device | None = None, max_tokens: int | None = None,
+             accel: Accel | None = None, max_tokens: int | None = None,
              batch_tokens: int = 16384) -> dict[str, Any]:
     """Loss (nats per predicted token) and bits per byte on held-out datasets, per domain and
     over all of them. Rows longer than the model's context are cut into windows of it. With
     `max_tokens`, each domain is cut to a seeded random sample of its rows of at most that many
-    tokens (at least one row), the same for every model."""
-    device = device or next(model.parameters()).device
+    tokens (at least one row), the same for every model. `accel` gives the autocast of training
+    (default: the model's device with its defaults); the model runs eagerly: its batches are
+    padded to every width, which would make a compiled model recompile."""
+    accel = accel or Accel.of(next(model.parameters()).device)
+    device = accel.device
     was_training = model.training
     model.eval()
     context = model.cfg.max_seq_len
@@ -309,8 +362,7 @@ def evaluate(model: TransformerLM, sets: dict[str, list[Path]], bytes_of: np.nda
                 mask[k, :len(r)] = True
             x = torch.from_numpy(arr).to(device)
             m = torch.from_numpy(mask).to(device)
-            with (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                  else torch.autocast("cpu", enabled=False)):
+            with accel.autocast():
                 losses = model.loss(x, m, reduction="sum")
             nats += float(losses)
             targets = arr[:, 1:][mask[:, 1:]]
