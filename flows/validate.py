@@ -29,7 +29,6 @@ import json
 import math
 import shutil
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +146,6 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
         run_curation(sub, spark=spark, progress=progress, keep=(label or "read", str(root / "base")))
         base = str(root / "base")
     root.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
 
     tokenizer = str(root / "tokenizer.json")
     if v.tokenizer:
@@ -182,11 +180,8 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
                                schedule=variant.schedule)
             runs[variant.name].append(train(tcfg, on_step=_progress_hook(progress, f"train {variant.name} seed {seed}",
                                                                           tcfg.steps)))
-        results[variant.name] = _summarize(runs[variant.name], summary, export)
-    comparison = _compare(results, [x.name for x in v.variants])
-    out = {"variants": results, "comparison": comparison, "seeds": list(v.seeds), "tokens": v.tokens,
-           "heldout": [h.path for h in v.heldout], "tokenizer": tokenizer,
-           "seconds": round(time.perf_counter() - started, 1)}
+        results[variant.name] = {**_summarize(runs[variant.name], summary, export), "seeds": list(v.seeds)}
+    out = _compare(results, [x.name for x in v.variants])
     (output / "validate.json").write_text(json.dumps(out, indent=2) + "\n")
     plot = _plot(runs, output / "plots" / "validate-loss.png")
     _append_report(output / "report.md", out, plot)
@@ -235,24 +230,26 @@ def _verdict(a: list[float], b: list[float]) -> dict[str, Any]:
 
 
 def _compare(results: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """Every variant against the first, on the overall held-out loss and per domain."""
+    """`results` with every variant after the first compared with the first (`compared_with`,
+    `comparison`), on the overall held-out loss and per domain."""
     first = names[0]
-    out = {}
+    out = {first: results[first]}
     for name in names[1:]:
         a, b = results[first], results[name]
-        out[f"{name} vs {first}"] = {
+        out[name] = {**b, "compared_with": first, "comparison": {
             "heldout_loss": _verdict(a["seeds_loss"], b["seeds_loss"]),
             "per_domain": {d: _verdict(a["per_domain"][d]["seeds_loss"], b["per_domain"][d]["seeds_loss"])
                            for d in a["per_domain"] if d in b["per_domain"]},
-        }
+        }}
     return out
 
 
-def report_lines(out: dict[str, Any]) -> list[str]:
-    variants = out["variants"]
+def report_lines(variants: dict[str, Any]) -> list[str]:
+    """The report's Validation section for the contents of validate.json."""
     domains = sorted({d for r in variants.values() for d in r["per_domain"]})
+    first = next(iter(variants.values()))
     lines = ["", "## Validation", "",
-             f"{len(out['seeds'])} seeds per variant, {out['tokens']:,} training tokens each; held-out loss "
+             f"{len(first['seeds'])} seeds per variant, {first['tokens']:,} training tokens each; held-out loss "
              "(nats per token) and bits per byte as mean ± standard deviation over seeds.", "",
              "| variant | documents | data tokens | held-out loss | held-out bpb | "
              + " | ".join(f"{d} bpb" for d in domains) + " | seconds per run |",
@@ -263,10 +260,13 @@ def report_lines(out: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | {r['documents']:,} | {r['data_tokens']:,} | {r['heldout_loss']:.4f} ± "
                      f"{r['heldout_loss_std']:.4f} | {r['heldout_bpb']:.4f} ± {r['heldout_bpb_std']:.4f} | "
                      + " | ".join(cells) + f" | {r['seconds']:.1f} |")
-    for pair, c in out["comparison"].items():
+    for name, r in variants.items():
+        if "comparison" not in r:
+            continue
+        c = r["comparison"]
         h = c["heldout_loss"]
         per = "; ".join(f"{d} {v['difference']:+.4f} ({v['verdict']})" for d, v in c["per_domain"].items())
-        lines += ["", f"- **{pair}**: held-out loss {h['difference']:+.4f} ± {h['standard_error']:.4f} "
+        lines += ["", f"- **{name} vs {r['compared_with']}**: held-out loss {h['difference']:+.4f} ± {h['standard_error']:.4f} "
                       f"({h['verdict']}); per domain: {per}"]
     lines += ["", "![training loss of every run](plots/validate-loss.png)"]
     return lines

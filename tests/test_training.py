@@ -205,13 +205,16 @@ seq_len = 128
     assert winnow(["validate", str(cfg)]) == 0
     base = json.loads((tmp_path / "out" / "manifest.json").read_text())  # the run up to the base stage
     assert [s["name"] for s in base["stages"]] == ["read", "dedup_exact", "write"]
-    out = json.loads((tmp_path / "out" / "validate.json").read_text())
-    assert list(out["variants"]) == ["random", "concat"]
-    for v in out["variants"].values():
-        assert v["tokens"] == 4096 and v["heldout_loss"] > 0 and v["heldout_bpb"] > 0
+    out = json.loads((tmp_path / "out" / "validate.json").read_text())  # {variant: {...}}, as issue 6 has it
+    assert list(out) == ["random", "concat"]
+    for v in out.values():
+        assert v["tokens"] == 4096 and v["heldout_loss"] > 0 and v["heldout_bpb"] > 0 and v["seconds"] > 0
         assert set(v["per_domain"]) == {"code", "docs", "fiction", "hq", "reference"} and len(v["seeds_loss"]) == 3
-    verdict = out["comparison"]["concat vs random"]["heldout_loss"]["verdict"]
-    assert verdict in ("within noise", "lower", "higher")
+        assert v["seeds"] == [0, 1, 2]
+    assert "comparison" not in out["random"] and out["concat"]["compared_with"] == "random"
+    verdict = out["concat"]["comparison"]["heldout_loss"]
+    assert verdict["verdict"] in ("within noise", "lower", "higher")
+    assert verdict["difference"] == pytest.approx(out["concat"]["heldout_loss"] - out["random"]["heldout_loss"])
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Validation" in report and "| random |" in report and (tmp_path / "out" / "plots" / "validate-loss.png").is_file()
     printed = capsys.readouterr().out
