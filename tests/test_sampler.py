@@ -212,7 +212,7 @@ def test_resume_reads_no_data_for_the_skipped_steps(export, monkeypatch):
     next(it)
     assert len(gathered) == 1
     opened = sum(len(s._opened) for s in sampler._stores.values())
-    assert 1 <= opened <= 2  # only the files the one batch touched are mapped
+    assert 0 < opened <= 2  # only the files the one batch touched are mapped
 
 
 def test_state_from_other_settings_is_refused(export):
