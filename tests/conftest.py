@@ -35,7 +35,10 @@ DATA = REPO / "data"
 def spark():
     from pipelines.spark import get_spark
 
-    session = get_spark("local[2]", app_name="winnow-tests", shuffle_partitions=2)
+    # 2g, not Spark's 1g default: the whole suite shares this JVM, and the 12 MB documents of
+    # test_dedup_minhash's odd-input test (rows of two such texts for the exact-Jaccard check)
+    # ran it out of heap in about half the runs once other tests had used the heap before it
+    session = get_spark("local[2]", app_name="winnow-tests", shuffle_partitions=2, driver_memory="2g")
     yield session
     session.stop()
 
