@@ -81,14 +81,14 @@ def main() -> None:
     import torch
 
     from mixers.decomposition import concat_and_chunk, decompose
-    from training.loop import Accel, lm_loss, pick_device
+    from training.loop import Accel, compile_setting, lm_loss, pick_device
     from training.model import TransformerLM, attention_flops, model_config
 
     docs, vocab = load_docs(args.docs) if args.docs else pool_docs()
     if args.save_docs:
         save_docs(args.save_docs, docs, vocab)
     device = pick_device(args.device)
-    accel = Accel.of(device, args.precision, {"auto": None, "none": False}.get(args.compile, args.compile))
+    accel = Accel.of(device, args.precision, compile_setting(args.compile))
     print(f"train bench: {len(docs):,} documents, {sum(map(len, docs)):,} tokens, model {args.size}, "
           f"{args.tokens_per_batch:,} tokens per batch, {accel.describe()}"
           + (f" ({torch.cuda.get_device_name()}, torch {torch.__version__})" if device.type == "cuda"

@@ -43,6 +43,18 @@ def small(**extra):
     return TrainConfig(**{**base, **extra})
 
 
+class Stop(Exception):
+    """Raised by `crash_at` to stand for a run that dies mid-training."""
+
+
+def crash_at(step: int):
+    """An `on_step` hook that stops training after `step`."""
+    def hook(at, loss):
+        if at == step:
+            raise Stop
+    return hook
+
+
 def test_attention_is_causal_and_positions_are_configurable():
     from training.model import TransformerLM, attention_flops, model_config
 
@@ -93,16 +105,9 @@ def test_resume_from_a_checkpoint_gives_the_same_next_losses(shards, tmp_path):
 
     whole = train(small(data=str(shards["train"]), output=str(tmp_path / "whole")))
 
-    class Stop(Exception):
-        pass
-
-    def crash(step, loss):
-        if step == 9:
-            raise Stop
-
     cut = small(data=str(shards["train"]), output=str(tmp_path / "cut"), checkpoint_every=6, resume=True)
     with pytest.raises(Stop):
-        train(cut, on_step=crash)
+        train(cut, on_step=crash_at(9))
     assert [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()] == ["step_00000006.pt"]
     resumed = train(cut)
     assert [c[2] for c in resumed["curve"]] == [c[2] for c in whole["curve"]]  # bit for bit, steps 7.. included
@@ -135,16 +140,9 @@ def test_the_gpu_path_bf16_autocast_and_torch_compile_runs_on_cpu(shards, tmp_pa
     saved = torch.load(tmp_path / "whole" / "checkpoints" / "step_00000024.pt", weights_only=True)
     assert all(t.dtype == torch.float32 for t in saved["model"].values()) and saved["cuda_rng"] is None
 
-    class Stop(Exception):
-        pass
-
-    def crash(step, loss):
-        if step == 9:
-            raise Stop
-
     cut = small(**gpu_like, output=str(tmp_path / "cut"), checkpoint_every=6, resume=True)
     with pytest.raises(Stop):
-        train(cut, on_step=crash)
+        train(cut, on_step=crash_at(9))
     resumed = train(cut)
     assert [c[2] for c in resumed["curve"]] == losses  # bit for bit on CPU, as the eager path
     with pytest.raises(ValueError, match="train.precision"):

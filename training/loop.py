@@ -114,6 +114,11 @@ def lr_at(step: int, steps: int, cfg: TrainConfig) -> float:
     return cfg.lr - (cfg.lr - low) * (step - start + 1) / decay
 
 
+def compile_setting(text: str) -> bool | str | None:
+    """`TrainConfig.compile` from a command-line word: auto (None), none (False) or a backend."""
+    return {"auto": None, "none": False}.get(text, text)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
