@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import zlib
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
@@ -21,6 +22,9 @@ from .schema import READ_ARROW_SCHEMA
 
 FORMATS = ("jsonl", "parquet", "datasets")
 RAW_LIMIT = 10_000  # characters of a bad record kept in the removed row
+# A lone UTF-16 surrogate (U+D800..U+DFFF) is a valid JSON escape (\ud800) but not a Unicode
+# scalar value: it cannot be encoded as UTF-8, so Arrow, Spark and Parquet refuse it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,25 @@ def _as_meta(value: Any) -> dict[str, str] | None:
     return None
 
 
+def lone_surrogate(value: Any) -> str | None:
+    """Where a parsed JSON value holds a lone surrogate (a field path such as ``meta.url``, with
+    the surrogate written as an escape where it is in a key), or None; "" for `value` itself."""
+    if isinstance(value, str):
+        return "" if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+            inner = "" if _SURROGATE.search(str(key)) else lone_surrogate(item)
+            if inner is not None:
+                return f"{name}.{inner}" if inner else name
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            inner = lone_surrogate(item)
+            if inner is not None:
+                return f"[{i}]{'.' + inner if inner else ''}"
+    return None
+
+
 class _Batcher:
     """Accumulates rows and emits Arrow record batches of bounded size."""
 
@@ -88,17 +111,18 @@ class _Batcher:
         self._bytes = 0
         return batch
 
-    def doc(self, position: int, record: dict[str, Any]) -> dict[str, Any]:
-        """A row for a record read from the file, or an error row if it cannot be a document."""
+    def doc(self, position: int, record: dict[str, Any], raw: str | None = None) -> dict[str, Any]:
+        """A row for a record read from the file, or an error row if it cannot be a document.
+        `raw`: the record's line as read (JSONL), kept in an error row instead of a re-encoding."""
         t = self.task
         text = record.get(t.text_field)
         if t.text_field not in record or text is None:
-            return self.error(position, f"no '{t.text_field}' field at {_where(t, position)}", _dump(record))
+            return self.error(position, f"no '{t.text_field}' field at {_where(t, position)}", _raw(raw, record))
         if not isinstance(text, str):
             return self.error(
                 position,
                 f"'{t.text_field}' is {type(text).__name__}, not a string, at {_where(t, position)}",
-                _dump(record),
+                _raw(raw, record),
             )
         given_id = record.get(t.id_field)
         if given_id is None:
@@ -109,7 +133,7 @@ class _Batcher:
             return self.error(
                 position,
                 f"'{t.id_field}' is {type(given_id).__name__}, not a string or integer, at {_where(t, position)}",
-                _dump(record),
+                _raw(raw, record),
             )
         meta: dict[str, str] = {}
         for key, value in record.items():
@@ -139,6 +163,10 @@ class _Batcher:
 def _where(task: FileTask, position: int) -> str:
     unit = "line" if task.format == "jsonl" else "row"
     return f"{task.relpath} {unit} {position}"
+
+
+def _raw(line: str | None, record: Any) -> str:
+    return line.rstrip("\r\n") if line is not None else _dump(record)
 
 
 def _dump(record: Any) -> str:
@@ -241,7 +269,15 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
                     line.rstrip("\r\n"),
                 ))
                 continue
-            yield out.add(out.doc(line_no, record))
+            # surrogates can only come from \u escapes (the UTF-8 decoder refuses encoded ones)
+            where = lone_surrogate(record) if "\\u" in line else None
+            if where is not None:
+                yield out.add(out.error(
+                    line_no, f"lone surrogate escape (not a Unicode character) in field '{where}' "
+                    f"at {_where(task, line_no)}", line.rstrip("\r\n"),
+                ))
+                continue
+            yield out.add(out.doc(line_no, record, raw=line))
     except unreadable as exc:
         records += 1
         yield out.add(out.error(

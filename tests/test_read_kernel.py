@@ -192,3 +192,20 @@ def test_every_non_blank_line_becomes_exactly_one_row(tmp_path, lines, compressi
         assert all((r["_error"] is None) == (r["text"] is not None) for r in out)
     else:
         assert len(out) == 1 and out[0]["_error"].startswith("empty file")
+
+
+def test_lone_surrogate_escapes_are_error_rows_and_pairs_are_text(tmp_path):
+    # valid JSON, but \ud800 alone is no Unicode character: UTF-8 (Arrow, Spark) cannot hold it
+    f = tmp_path / "s.jsonl"
+    f.write_text('{"id": "s", "text": "lone \\ud800 surrogate"}\n'
+                 '{"id": "ok", "text": "pair \\ud83d\\ude00 fine"}\n'
+                 '{"id": "k", "text": "x", "meta": {"url\\udc00": "v"}}\n'
+                 '{"text": "y", "title": ["a", "\\udfff"]}\n')
+    out = rows(f)
+    assert [r["_row"] for r in out] == [1, 2, 3, 4]
+    assert out[1]["_error"] is None and out[1]["text"] == "pair \U0001F600 fine"
+    assert out[0]["_error"] == "lone surrogate escape (not a Unicode character) in field 'text' at s.jsonl line 1"
+    assert out[0]["_raw"] == '{"id": "s", "text": "lone \\ud800 surrogate"}'
+    assert "'meta.url\\udc00'" in out[2]["_error"] and "'title.[1]'" in out[3]["_error"]
+    # every row can go to Arrow and back
+    assert pa.Table.from_pylist(out).num_rows == 4
