@@ -11,11 +11,15 @@ labels right) so that a bad model is one clear error before any data is read.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+
+_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
 class ScorerError(ValueError):
@@ -43,6 +47,13 @@ class ScorerSpec:
     model: str | None = None
     name: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the name becomes a column (`score_<name>`) and a plot's file name: letters, digits, _
+        for what, value in (("name", self.name), ("kind", self.kind)):
+            if value is not None and not (isinstance(value, str) and _NAME.fullmatch(value)):
+                raise ScorerError(f"scorer {what} {value!r}: use letters, digits and _ only (it names the "
+                                  "column score_<name>)")
 
     @property
     def column(self) -> str:

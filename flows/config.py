@@ -66,7 +66,7 @@ class TrainConfig(_Strict):
 class VariantConfig(_Strict):
     """One mix to train on ([[validate.variants]]): stages applied to the shared base."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1)                 # its directories: mixers.dirnames.dir_name(name)
     stages: list[dict[str, Any]] = Field(default_factory=list)
     layout: str = Field(default="decomposition", pattern=r"^(decomposition|concat)$")
     seq_len: int = Field(default=256, ge=2)          # concat layout: window length

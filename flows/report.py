@@ -142,7 +142,9 @@ def plot_name(label: str) -> str:
 
 
 def histogram_name(label: str, column: str) -> str:
-    return f"{label}-{column}-histogram.png"
+    from mixers.dirnames import dir_name
+
+    return dir_name(f"{label}-{column}-histogram.png")  # a column is named after a scorer
 
 
 def schedule_name(label: str) -> str:

@@ -12,7 +12,8 @@ kept documents after the stage ``after``; by default the last stage before the f
    tokenized with it, decomposed into the same buckets with tails kept, exported per domain:
    ``<output>/validate/heldout/``;
 4. per variant, a curation run from the base (its stages, then tokenize -> decompose (tails
-   dropped and counted) -> export, or the concat-and-chunk export): ``<output>/validate/variants/<name>/``, with its own manifest
+   dropped and counted) -> export, or the concat-and-chunk export): ``<output>/validate/variants/<name>/``
+   (the name through `mixers.dirnames.dir_name`, so any name is one safe directory), with its own manifest
    and report (accounting per stage, as every run);
 5. per variant and seed, `training.loop.train` at the same token budget (``tokens``), evaluated
    on the held-out set: ``<output>/validate/runs/<name>/seed_<k>/``;
@@ -32,6 +33,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from mixers.dirnames import dir_name, inside
 from pipelines.stage import WinnowError
 
 from .config import RunConfig, ValidateConfig, parse_buckets, plans
@@ -164,7 +166,7 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
     results: dict[str, Any] = {}
     runs: dict[str, list[dict[str, Any]]] = {}
     for variant in v.variants:
-        data = root / "variants" / variant.name
+        data = inside(root, "variants", dir_name(variant.name))
         summary = run_curation(_sub_config(cfg, data, variant.stages + _tail_stages(variant, v, tokenizer)),
                                spark=spark, progress=progress, start=base)
         export = next(r for r in summary.stages if r.stage == "export").stats
@@ -173,7 +175,7 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
             extra = dict(v.train)
             if variant.layout == "concat":
                 extra.setdefault("tokens_per_batch", max(1, v.tokens_per_batch // variant.seq_len) * variant.seq_len)
-            tcfg = TrainConfig(data=str(data), output=str(root / "runs" / variant.name / f"seed_{seed}"),
+            tcfg = TrainConfig(data=str(data), output=str(inside(root, "runs", dir_name(variant.name), f"seed_{seed}")),
                                tokens=v.tokens, **{"tokens_per_batch": v.tokens_per_batch, **extra},
                                model=dict(v.model), tokenizer=tokenizer, heldout=str(heldout),
                                eval_max_tokens=v.eval_max_tokens, seed=seed, resume=False,

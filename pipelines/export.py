@@ -119,14 +119,13 @@ def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult
         chunks = df.select("id", "domain", F.explode("chunks").alias("c")).select(
             "id", "domain", F.col("c.position").alias("position"), F.col("c.start").alias("start"),
             F.col("c.tokens").alias("tokens"), F.coalesce(F.col("c.bucket").cast("string"), F.lit("tail")).alias("b"))
-        group = F.concat(F.lit("bucket_"), F.col("b"))
-        if by_domain:
-            group = F.concat(F.col("domain"), F.lit("/"), group)
-        chunks = ctx.persist(chunks.withColumn("_group", group))
+        # the domain is a record's or a config's name: write_datasets encodes it into a safe directory
+        chunks = ctx.persist(chunks.withColumn("_group", F.concat(F.lit("bucket_"), F.col("b"))))
         vocab_max = chunks.select(F.max(F.array_max("tokens"))).first()[0] or 0
         schema = pa.schema([("id", pa.string()), ("domain", pa.string()), ("position", pa.int32()),
                             ("start", pa.int32()), ("tokens", pa.list_(_token_type(vocab_max)))])
-        shards = write_datasets(chunks, str(out), "_group", schema, order=["id", "position"], shard_rows=params.shard_rows)
+        shards = write_datasets(chunks, str(out), "_group", schema, order=["id", "position"],
+                                shard_rows=params.shard_rows, domain="domain" if by_domain else None)
     else:
         windows = df.orderBy("_file", "_row").mapInArrow(
             _concat_kernel(params.seq_len),
@@ -146,10 +145,19 @@ def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult
         head, _, last = name.rpartition("bucket_")
         return head, not last.isdigit(), int(last) if last.isdigit() else 0, name
 
+    available: dict[str, int] = {}
+    domain_dirs: dict[str, str] = {}
     for name, files in sorted(shards.items(), key=lambda kv: natural(kv[0])):
         groups[name] = {"sequences": sum(f.rows for f in files), "tokens": sum(f.tokens for f in files),
                         "shards": len(files)}
+        domain = files[0].domain
+        if domain is not None:
+            groups[name]["domain"] = domain
+            domain_dirs[name.split("/", 1)[0]] = domain
+            available[domain] = available.get(domain, 0) + groups[name]["tokens"]
     stats["datasets"] = groups
+    if by_domain:  # directory -> domain: the way back for names that had to be encoded
+        stats["domain_dirs"] = dict(sorted(domain_dirs.items()))
     stats["token_dtype"] = str(_token_type(vocab_max))
     tokenizer = params.tokenizer or (str(out / "tokenizer.json") if (out / "tokenizer.json").exists() else None)
     if tokenizer:
@@ -157,10 +165,6 @@ def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult
             shutil.copyfile(tokenizer, out / "tokenizer.json")
         stats["tokenizer"] = str(out / "tokenizer.json")
     if plan is not None:
-        available: dict[str, int] = {}
-        for name, g in groups.items():
-            domain = name.split("/", 1)[0]
-            available[domain] = available.get(domain, 0) + g["tokens"]
         try:
             mix = plan["mixture"].plan(plan["budget"], {d: available.get(d, 0) for d in plan["mixture"].domains} | available,
                                        max_repeats=plan["max_repeats"])

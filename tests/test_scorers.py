@@ -146,3 +146,12 @@ def test_scorer_specs_parse_and_save_load(tmp_path):
     (tmp_path / "wrong.json").write_text('{"kind": "heuristics"}')
     with pytest.raises(ScorerError, match="of kind 'heuristics', not 'langid'"):
         LangIdScorer.load(tmp_path / "wrong.json")
+
+
+def test_a_scorer_name_is_a_column_name_not_a_path():
+    from filters.base import ScorerError
+
+    for bad in ("../../x", "a/b", "a.b", "", "x" * 65):
+        with pytest.raises(ScorerError, match="letters, digits and _"):
+            ScorerSpec.parse(f"{bad}:dclm=/m.bin") if bad else ScorerSpec(kind="dclm", name=bad)
+    assert ScorerSpec.parse("my_dclm2:dclm=/m.bin").column == "score_my_dclm2"

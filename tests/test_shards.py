@@ -34,3 +34,30 @@ def test_shards_load_with_datasets_pyarrow_and_torch(spark, tmp_path):
     loader = DataLoader(ds.with_format("torch", columns=["tokens"]), batch_size=5)
     batch = next(iter(loader))
     assert batch["tokens"].shape == (5, 65)
+
+
+def test_domains_from_records_are_encoded_directories_inside_the_output(spark, tmp_path):
+    from mixers.dirnames import dir_name, name_of
+
+    out = tmp_path / "out"
+    out.mkdir()
+    hostile = ["../../escaped", "/tmp/absolute", "kept", "bucket_5", "..", "a/b", "code", "x" * 300, "é 日本"]
+    rows = [(f"d{i}", 0, "bucket_5", hostile[i % len(hostile)], [1, 2, 3]) for i in range(40)]
+    df = spark.createDataFrame(rows, "id string, position int, grp string, domain string, tokens array<int>")
+    schema = pa.schema([("id", pa.string()), ("domain", pa.string()), ("tokens", pa.list_(pa.uint16()))])
+    shards = write_datasets(df, str(out), "grp", schema, order=["id"], shard_rows=3, domain="domain")
+    # nothing outside the output, no domain took a reserved name, every directory maps back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert not (out / "kept").exists() and not (out / "bucket_5").exists()
+    by_domain = {files[0].domain: group for group, files in shards.items()}
+    assert set(by_domain) == set(hostile)
+    for domain, group in by_domain.items():
+        top, _, bucket = group.partition("/")
+        assert bucket == "bucket_5" and top == dir_name(domain) and (out / top / bucket / "state.json").is_file()
+        assert name_of(top) in (domain, None)  # None: a cut name, mapped back by the manifest
+    assert by_domain["code"] == "code/bucket_5"
+
+    import datasets
+
+    ds = datasets.load_from_disk(str(out / dir_name("../../escaped") / "bucket_5"))
+    assert set(ds["domain"]) == {"../../escaped"}
