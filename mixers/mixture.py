@@ -398,7 +398,9 @@ class Mixture:
         return isinstance(other, Mixture) and self._exact == other._exact
 
     def __hash__(self) -> int:
-        return hash(tuple(self._exact.items()))
+        # A frozenset, like __eq__'s dict comparison, ignores the order the weights were given in;
+        # a tuple of the items made equal mixtures hash differently.
+        return hash(frozenset(self._exact.items()))
 
     @property
     def weights(self) -> dict[str, float]:
