@@ -2,7 +2,7 @@
 
 No Spark objects here, so every case is unit-testable on a file. Each input file is read
 record by record; a record that cannot become a document (broken JSON, invalid UTF-8, no text,
-text that is not a string) and a file that cannot be read to its end (truncated .gz, corrupt
+text that is not a string, JSON that Python cannot hold: an integer past its 4300-digit limit) and a file that cannot be read to its end (truncated .gz, corrupt
 Parquet) becomes an error row with its place, never an exception and never a silent drop.
 Only lines that are entirely blank are skipped: they hold no record.
 """
@@ -261,6 +261,15 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
                 yield out.add(out.error(
                     line_no, f"malformed json at {_where(task, line_no)}: {exc.msg} (column {exc.colno})",
                     line.rstrip("\r\n"),
+                ))
+                continue
+            except ValueError as exc:
+                # Valid JSON that Python refuses to hold: an integer of more digits than
+                # sys.get_int_max_str_digits() (4300). It is this record's fault; caught by the
+                # file's `unreadable` handler instead, it ended the file there and lost every
+                # later line.
+                yield out.add(out.error(
+                    line_no, f"unreadable json at {_where(task, line_no)}: {exc}", line.rstrip("\r\n"),
                 ))
                 continue
             if not isinstance(record, dict):
