@@ -2,8 +2,9 @@
 
 No Spark objects here, so every case is unit-testable on a file. Each input file is read
 record by record; a record that cannot become a document (broken JSON, invalid UTF-8, no text,
-text that is not a string, JSON that Python cannot hold: an integer past its 4300-digit limit) and a file that cannot be read to its end (truncated .gz, corrupt
-Parquet) becomes an error row with its place, never an exception and never a silent drop.
+text that is not a string, JSON that Python cannot hold: an integer past its 4300-digit limit or
+nesting past its recursion limit) and a file that cannot be read to its end (truncated .gz,
+corrupt Parquet) becomes an error row with its place, never an exception and never a silent drop.
 Only lines that are entirely blank are skipped: they hold no record.
 """
 from __future__ import annotations
@@ -232,6 +233,13 @@ def _open_lines(path: str) -> Iterator[bytes]:
 _UNREADABLE = (OSError, EOFError, zlib.error, ValueError)
 
 
+def _too_deep(out: _Batcher, line_no: int, line: str) -> dict[str, Any]:
+    """The error row of a record nested deeper than Python's recursion limit lets json parse,
+    walk or re-encode (``[[[...]]]`` a few thousand deep); the RecursionError used to escape
+    `read_file` and fail the Spark task."""
+    return out.error(line_no, f"json nested too deeply at {_where(out.task, line_no)}", line.rstrip("\r\n"))
+
+
 def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None]:
     line_no = 0
     records = 0
@@ -257,6 +265,9 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
                 continue
             try:
                 record = json.loads(line)
+            except RecursionError:
+                yield out.add(_too_deep(out, line_no, line))
+                continue
             except json.JSONDecodeError as exc:
                 yield out.add(out.error(
                     line_no, f"malformed json at {_where(task, line_no)}: {exc.msg} (column {exc.colno})",
@@ -278,15 +289,19 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
                     line.rstrip("\r\n"),
                 ))
                 continue
-            # surrogates can only come from \u escapes (the UTF-8 decoder refuses encoded ones)
-            where = lone_surrogate(record) if "\\u" in line else None
-            if where is not None:
-                yield out.add(out.error(
-                    line_no, f"lone surrogate escape (not a Unicode character) in field '{where}' "
-                    f"at {_where(task, line_no)}", line.rstrip("\r\n"),
-                ))
-                continue
-            yield out.add(out.doc(line_no, record, raw=line))
+            try:
+                # surrogates can only come from \u escapes (the UTF-8 decoder refuses encoded ones)
+                where = lone_surrogate(record) if "\\u" in line else None
+                if where is not None:
+                    row = out.error(
+                        line_no, f"lone surrogate escape (not a Unicode character) in field '{where}' "
+                        f"at {_where(task, line_no)}", line.rstrip("\r\n"),
+                    )
+                else:
+                    row = out.doc(line_no, record, raw=line)
+            except RecursionError:  # parsed just under the limit, too deep to walk or re-encode
+                row = _too_deep(out, line_no, line)
+            yield out.add(row)
     except unreadable as exc:
         records += 1
         yield out.add(out.error(
