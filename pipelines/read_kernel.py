@@ -51,8 +51,22 @@ def derived_id(source: str, relpath: str, position: int) -> str:
     return f"{source}:{relpath}:{position}"
 
 
+def _json_default(value: Any) -> Any:
+    """What json cannot encode but a Parquet or `datasets` column gives (bytes, dates and times,
+    Decimal, timedelta, pandas Timestamp): bytes as UTF-8 text (invalid bytes as \\x escapes),
+    anything with `isoformat` as ISO 8601, the rest as `str`. Without this a record with such a
+    field raised TypeError, which ended the file at that row."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
 def _meta_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_json_default)
 
 
 def _as_meta(value: Any) -> dict[str, str] | None:
