@@ -274,7 +274,7 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
                 yield out.add(out.error(
                     line_no,
                     f"invalid utf-8 at {_where(task, line_no)}, byte {exc.start}",
-                    raw_line.decode("utf-8", "backslashreplace"),
+                    raw_line.decode("utf-8", "backslashreplace").rstrip("\r\n"),  # the line, as for any error
                 ))
                 continue
             try:
