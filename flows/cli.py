@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 EPILOG = "Docs: README.md in the Winnow repository. Exit status: 0 done, 2 user error, 1 failure."
+OVERWRITE_HELP = ("replace an earlier Winnow run in the output directory: deletes only the entries its "
+                  ".winnow-owned.json lists (a directory without one is never written into); "
+                  "--no-overwrite overrides overwrite = true in a config")
 
 
 def _quiet_environment(verbose: bool) -> None:
@@ -30,8 +33,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain-field", metavar="FIELD", default=None,
                         help="records' own domain: a string field of each record (e.g. domain), else --domain")
     parser.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace Winnow's outputs in a non-empty output directory")
+    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=None,
+                        help=OVERWRITE_HELP)
     parser.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
 
 
@@ -65,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--master", metavar="URL", default=None,
                      help="Spark master: local[*] (default), spark://host:7077, yarn, k8s://..., "
                      "or a Spark Connect address sc://host:15002")
-    run.add_argument("--overwrite", action="store_true",
-                     help="replace Winnow's outputs in a non-empty output directory")
+    run.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=None, help=OVERWRITE_HELP)
     run.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
 
     dedup = sub.add_parser(
@@ -171,8 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--output", "-o", metavar="DIR", default=None,
                           help="output directory (default: the config's `output`)")
     validate.add_argument("--master", metavar="URL", default=None, help="Spark master (default local[*])")
-    validate.add_argument("--overwrite", action="store_true",
-                          help="replace Winnow's outputs in a non-empty output directory")
+    validate.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=None, help=OVERWRITE_HELP)
     validate.add_argument("--verbose", "-v", action="store_true", help="show Prefect's and Spark's logs")
 
     train = sub.add_parser(
@@ -317,6 +318,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from filters.base import ScorerSpec
 
+    from .output import claim
+
     from .config import config_for_inputs, with_overrides
 
     if not args.inputs or not args.output:
@@ -355,6 +358,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         spark = get_spark(cfg.spark.master)
         kept = spark.read.parquet(str(Path(cfg.output) / "kept"))
         selected = str(Path(cfg.output) / "selected")
+        claim(cfg.output, selected)
         kept.where("selected").drop("selected").write.mode("overwrite").option("compression", "zstd").parquet(selected)
         print(f"selection ({column}, top {args.top_fraction:g}): {selected}")
     return code
@@ -431,7 +435,7 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
 def _run_and_show(cfg, validate_only: bool = False) -> int:
     from rich.console import Console
 
-    from .curate import prepare_output, run_curation
+    from .curate import check_train_outputs, prepare_output, run_curation
     from .validate import base_stage, report_lines, run_validate
 
     console = Console(stderr=False)
@@ -439,6 +443,7 @@ def _run_and_show(cfg, validate_only: bool = False) -> int:
     base = None
     with _RichProgress(console) as progress:
         if validate_only:
+            check_train_outputs(cfg)
             prepare_output(output, cfg.overwrite)
         else:
             keep = None

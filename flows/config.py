@@ -320,8 +320,8 @@ def with_overrides(
         update["output"] = str(Path(output).expanduser().resolve())
     if master:
         update["spark"] = cfg.spark.model_copy(update={"master": master})
-    if overwrite is not None:
-        update["overwrite"] = overwrite or cfg.overwrite
+    if overwrite is not None:  # the command line wins over the config, both ways
+        update["overwrite"] = overwrite
     return cfg.model_copy(update=update)
 
 

@@ -19,10 +19,11 @@ from pipelines import STAGES, read, write
 from pipelines.stage import AccountingError, StageContext, StageResult, WinnowError
 
 from .config import RunConfig, input_specs, plans, train_specs, write_params
+from .output import claim, prepare
 from .report import STAGE_HEADER, StageRecord, code_version, report_markdown, stage_table_rows, write_manifest, write_plots
 
-OUTPUT_ENTRIES = ("kept", "removed", "selected", "models", "_work", "plots", "manifest.json", "report.md",
-                  "validate", "validate.json")
+# What every run writes at the top of its output directory (claimed before it is written).
+RUN_ENTRIES = ("_work", "removed", "kept", "plots", "manifest.json", "report.md")
 
 
 class Progress(Protocol):
@@ -37,31 +38,10 @@ class RunSummary:
     manifest: dict[str, Any]
 
 
-def prepare_output(output: Path, overwrite: bool) -> None:
-    """Refuse a non-empty output directory unless `overwrite`; then clear only Winnow's entries."""
-    if output.exists() and not output.is_dir():
-        raise WinnowError(f"output {output} exists and is not a directory")
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise WinnowError(f"output directory {output} is not empty; pass --overwrite to replace it")
-        for target in _own_entries(output):
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    output.mkdir(parents=True, exist_ok=True)
-
-
-def _own_entries(output: Path) -> list[Path]:
-    """What Winnow writes into an output directory: the fixed entries, the tokenizer, and the
-    export's datasets (`bucket_*`, `concat_*`, and domain directories holding `bucket_*`)."""
-    found = [output / name for name in OUTPUT_ENTRIES]
-    found.append(output / "tokenizer.json")
-    for child in output.iterdir():
-        if child.is_dir() and (child.name.startswith(("bucket_", "concat_"))
-                               or any(g.name.startswith("bucket_") for g in child.iterdir() if g.is_dir())):
-            found.append(child)
-    return found
+def prepare_output(output: Path, overwrite: bool) -> Path:
+    """Make `output` a directory Winnow owns (`flows.output.prepare`): refused when it is not empty
+    and not Winnow's; with `overwrite`, only the entries its ownership record lists are deleted."""
+    return prepare(output, overwrite)
 
 
 # Live objects (SparkSession, progress display) cannot be flow parameters: Prefect stores
@@ -86,7 +66,7 @@ def _run_stage(
 ) -> StageRecord:
     live = _LIVE[key]
     spark, output, progress = live["spark"], live["output"], live["progress"]
-    ctx = StageContext(spark=spark, seed=live["seed"])
+    ctx = StageContext(spark=spark, seed=live["seed"], claim=lambda *paths: claim(output, *paths))
     if progress:
         progress.stage_started(label)
     start = time.perf_counter()
@@ -141,6 +121,7 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
         records.append(record)
         in_path = work_path
         if keep and keep[0] == label:  # a stage's output that a later step (validate) starts from
+            claim(output, keep[1])
             Path(keep[1]).parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(keep[1], ignore_errors=True)
             shutil.copytree(work_path, keep[1])
@@ -170,6 +151,13 @@ def run_plans(cfg: RunConfig):
     return out
 
 
+def check_train_outputs(cfg: RunConfig) -> None:
+    """A [[train]] model file that exists is replaced only when overwriting (as train-scorer)."""
+    for spec in train_specs(cfg):
+        if Path(spec.output).exists() and not cfg.overwrite:
+            raise WinnowError(f"[[train]] output {spec.output} exists; pass --overwrite to replace it")
+
+
 def _train_and_check(cfg: RunConfig, spark, progress) -> list[dict[str, Any]]:
     """Train the [[train]] scorers, then load every configured scorer: before any input is read."""
     from pipelines.score import check_scorers
@@ -178,6 +166,7 @@ def _train_and_check(cfg: RunConfig, spark, progress) -> list[dict[str, Any]]:
 
     reports = []
     for spec in train_specs(cfg):
+        claim(cfg.output, spec.output)  # recorded when it is inside the output directory
         if progress:
             progress.stage_started(f"train {spec.kind}")
         report = train_dclm(spark, spec, log=lambda *a: None)
@@ -209,7 +198,10 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     output = Path(cfg.output).resolve()
     # a missing input or unknown format fails here, before Spark starts
     files = [] if start else read.expand_inputs(input_specs(cfg))
+    if not start:
+        check_train_outputs(cfg)
     prepare_output(output, cfg.overwrite)
+    claim(output, *RUN_ENTRIES)
     if spark is None:
         spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,
                           driver_memory=cfg.spark.driver_memory, conf=cfg.spark.conf)

@@ -37,6 +37,7 @@ from mixers.dirnames import dir_name, inside
 from pipelines.stage import WinnowError
 
 from .config import RunConfig, ValidateConfig, parse_buckets, plans
+from .output import claim
 
 _BEFORE = ("select", "tokenize", "decompose", "export")
 
@@ -144,9 +145,10 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
                 break
         # the run up to the base stage writes the output directory itself (kept/, models/,
         # manifest.json, report.md), so `{output}` means the same in it and in the variants
-        sub = cfg.model_copy(update={"overwrite": True, "stages": stages, "validate_": None})
+        sub = cfg.model_copy(update={"stages": stages, "validate_": None})
         run_curation(sub, spark=spark, progress=progress, keep=(label or "read", str(root / "base")))
         base = str(root / "base")
+    claim(output, root, output / "validate.json", output / "plots")
     root.mkdir(parents=True, exist_ok=True)
 
     tokenizer = str(root / "tokenizer.json")

@@ -33,6 +33,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from mixers.dirnames import dir_name
+
 from .shards import write_datasets
 from .stage import StageContext, StageResult, WinnowError
 
@@ -121,6 +123,10 @@ def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult
             F.col("c.tokens").alias("tokens"), F.coalesce(F.col("c.bucket").cast("string"), F.lit("tail")).alias("b"))
         # the domain is a record's or a config's name: write_datasets encodes it into a safe directory
         chunks = ctx.persist(chunks.withColumn("_group", F.concat(F.lit("bucket_"), F.col("b"))))
+        # the top-level directories about to be written, recorded as the run's own first (one row
+        # per domain or bucket)
+        tops = [r[0] for r in chunks.select("domain" if by_domain else "_group").distinct().collect()]
+        ctx.own(*(str(out / (dir_name(t) if by_domain else t)) for t in tops))
         vocab_max = chunks.select(F.max(F.array_max("tokens"))).first()[0] or 0
         schema = pa.schema([("id", pa.string()), ("domain", pa.string()), ("position", pa.int32()),
                             ("start", pa.int32()), ("tokens", pa.list_(_token_type(vocab_max)))])
@@ -135,6 +141,7 @@ def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult
         per_part = windows.groupBy(F.spark_partition_id().alias("p")).agg(F.max("_remainder").alias("r"))
         stats["remainder_tokens"] = int(per_part.agg(F.sum("r")).first()[0] or 0)  # tokens in no window
         windows = windows.where(F.size("tokens") > 0).withColumn("_group", F.lit(f"concat_{params.seq_len}"))
+        ctx.own(str(out / f"concat_{params.seq_len}"))
         windows = windows.withColumn("_order", F.monotonically_increasing_id())
         vocab_max = windows.select(F.max(F.array_max("tokens"))).first()[0] or 0
         schema = pa.schema([("tokens", pa.list_(_token_type(vocab_max)))])
@@ -162,6 +169,7 @@ def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult
     tokenizer = params.tokenizer or (str(out / "tokenizer.json") if (out / "tokenizer.json").exists() else None)
     if tokenizer:
         if Path(tokenizer).resolve() != (out / "tokenizer.json").resolve():
+            ctx.own(str(out / "tokenizer.json"))
             shutil.copyfile(tokenizer, out / "tokenizer.json")
         stats["tokenizer"] = str(out / "tokenizer.json")
     if plan is not None:

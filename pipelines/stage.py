@@ -45,7 +45,15 @@ class StageContext:
 
     spark: SparkSession
     seed: int = 0
+    # The flow's record of what it owns in the output directory: a stage that writes there (a
+    # tokenizer, export datasets) calls `ctx.own(path, ...)` before writing; None outside a flow.
+    claim: Callable[..., None] | None = None
     _persisted: list[DataFrame] = field(default_factory=list)
+
+    def own(self, *paths: str) -> None:
+        """Record paths this stage is about to write into the run's output directory."""
+        if self.claim is not None and paths:
+            self.claim(*paths)
 
     def persist(self, df: DataFrame) -> DataFrame:
         """Persist `df` (memory, spilling to disk) until the running stage has been written."""

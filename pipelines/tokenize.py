@@ -122,6 +122,7 @@ def apply(df: DataFrame, params: TokenizeParams, ctx: StageContext) -> StageResu
         out_dir = Path(params.output) if params.output else Path(tempfile.mkdtemp(prefix="winnow-tokenizer-"))
         out_dir.mkdir(parents=True, exist_ok=True)
         path = str(out_dir / "tokenizer.json")
+        ctx.own(path)
         tok.save(path)
         trained = True
     shipped = ship_file(ctx.spark, path)

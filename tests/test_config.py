@@ -72,3 +72,17 @@ def test_input_override_replaces_inputs_with_stem_as_source(tmp_path):
     c = with_overrides(cfg(), inputs=[str(tmp_path / "web.2024.jsonl.gz")], domain="web", master="local[1]")
     assert [(i.source, i.domain) for i in c.inputs] == [("web", "web")]
     assert c.spark.master == "local[1]"
+
+
+def test_the_command_line_overrides_overwrite_true_in_a_config_both_ways(tmp_path):
+    from flows.cli import build_parser
+    from flows.config import parse_config, with_overrides
+
+    cfg = parse_config({"output": "out", "overwrite": True, "inputs": [{"path": "x.jsonl", "source": "x"}]},
+                       tmp_path, "test")
+    for argv, expected in ((["run", "c.toml"], True), (["run", "c.toml", "--no-overwrite"], False),
+                           (["run", "c.toml", "--overwrite"], True)):
+        args = build_parser().parse_args(argv)
+        assert with_overrides(cfg, overwrite=args.overwrite).overwrite is expected, argv
+    off = cfg.model_copy(update={"overwrite": False})
+    assert with_overrides(off, overwrite=build_parser().parse_args(["run", "--overwrite"]).overwrite).overwrite

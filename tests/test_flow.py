@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -184,8 +185,32 @@ def test_non_empty_output_is_refused_without_overwrite(spark, prefect_server, tm
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep-me.txt").write_text("user file")
-    with pytest.raises(WinnowError, match="not empty; pass --overwrite"):
+    (out / "models").mkdir()
+    for overwrite in (False, True):  # not Winnow's directory: refused either way, nothing deleted
+        with pytest.raises(WinnowError, match="not empty and was not written by Winnow"):
+            run_curation(config([src], out, stages=[], overwrite=overwrite), spark=spark)
+    (out / "keep-me.txt").unlink()
+    (out / "models").rmdir()
+    run_curation(config([src], out, stages=[]), spark=spark)
+    (out / "keep-me.txt").write_text("user file")  # added by the user after the run
+    with pytest.raises(WinnowError, match="holds an earlier run .*pass --overwrite"):
         run_curation(config([src], out, stages=[]), spark=spark)
     summary = run_curation(config([src], out, stages=[], overwrite=True), spark=spark)
     assert summary.manifest["counts"]["kept"] == 1
     assert (out / "keep-me.txt").read_text() == "user file"
+    # every top-level entry of the run is in the record, and nothing else of Winnow's is there
+    from flows.output import RECORD, read_record
+
+    assert set(os.listdir(out)) - {RECORD, "keep-me.txt"} <= set(read_record(out))
+
+
+def test_an_existing_train_output_is_refused_unless_overwriting(spark, tmp_path):
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"text": "x"}\n')
+    model = tmp_path / "elsewhere" / "dclm.bin"
+    model.parent.mkdir()
+    model.write_bytes(b"the user's model")
+    train = [{"kind": "dclm", "output": str(model), "positives": [str(src)]}]
+    with pytest.raises(WinnowError, match=r"\[\[train\]\] output .*dclm.bin exists; pass --overwrite"):
+        run_curation(config([src], tmp_path / "out", stages=[], train=train), spark=spark)
+    assert model.read_bytes() == b"the user's model" and not (tmp_path / "out").exists()
