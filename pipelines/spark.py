@@ -51,6 +51,22 @@ def file_identity(path: str | None) -> tuple | None:
 
 
 _DIGESTS: dict[tuple, str] = {}  # file identity -> sha256 hex
+_PRIVATE: list[Path] = []        # this process's own temporary directory, made on first use
+
+
+def private_dir() -> Path:
+    """A directory only this user can enter (mode 0700, `tempfile.mkdtemp`), one per process,
+    removed when the process exits. Nothing Winnow stages for Spark goes to a shared, predictable
+    name in /tmp, where another local user could plant a file or a symbolic link first."""
+    if not _PRIVATE:
+        import atexit
+        import shutil
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="winnow-"))
+        atexit.register(shutil.rmtree, path, True)
+        _PRIVATE.append(path)
+    return _PRIVATE[0]
 
 
 def _digest(path: str) -> str:
@@ -71,12 +87,9 @@ def ship_file(spark, path: str) -> str:
     `pyspark.SparkFiles.get` it by on a worker: `<sha256[:16]>-<file name>`, so two files of one
     name never collide and an unchanged file is not sent twice."""
     import shutil
-    import tempfile
 
     name = f"{_digest(path)[:16]}-{Path(path).name}"
-    stage_dir = Path(tempfile.gettempdir()) / "winnow-files"
-    stage_dir.mkdir(exist_ok=True)
-    link = stage_dir / name
+    link = private_dir() / name
     if not link.exists():
         # A hard link, or a copy across file systems; not a symlink: Spark resolves those and
         # ships the file under its target's name.
@@ -98,8 +111,8 @@ def ship_file(spark, path: str) -> str:
 
 
 def _log4j_file() -> str:
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"winnow-log4j2-{os.getuid()}.properties"
-    if not path.exists() or path.read_text() != _LOG4J2:
+    path = private_dir() / "log4j2.properties"
+    if not path.exists():
         path.write_text(_LOG4J2)
     return str(path)
 
