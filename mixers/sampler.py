@@ -6,15 +6,19 @@ What it reads
 -------------
 `pipelines.export` writes one `datasets` ``save_to_disk`` directory per bucket,
 ``<root>/bucket_<i>/`` (rows of exactly ``2**i + 1`` token ids in a ``tokens`` list column),
-optionally ``<root>/bucket_tail/`` (shorter rows), or ``<root>/<domain>/bucket_<i>/`` with domains
-apart; and for the baseline ``<root>/concat_<seq_len>/`` (rows of ``seq_len + 1`` ids). Each
-directory's ``state.json`` lists its Arrow IPC stream files (``_data_files``). They are opened
-with ``pyarrow.memory_map`` + ``pyarrow.ipc.open_stream``: the tables are views of the mapped
-files, so nothing is read into memory until a batch's rows are gathered, and only those rows are
-copied (into the batch array). At construction each file is opened once to count its rows (the
-stream's batch headers and two list offsets per record batch) and then let go; a file is mapped
-again, and kept mapped, the first time a batch needs one of its rows. Every row's length is
-checked against ``2**i + 1`` (from the offsets) the first time its record batch is used.
+optionally ``<root>/bucket_tail/`` (shorter rows), or ``<root>/<dir>/bucket_<i>/`` with domains
+apart, where ``<dir>`` is `mixers.dirnames.dir_name(domain)` (the name itself when plain, else a
+``%``-encoding, cut with a hash when long; `domain_dirs` maps directories back to domains through
+the manifest's ``domain_dirs``, `mixers.dirnames.name_of`, or the name as it is, in that order:
+samplers and reports name domains, never directories); and for the baseline
+``<root>/concat_<seq_len>/`` (rows of ``seq_len + 1`` ids). Each directory's ``state.json``
+lists its Arrow IPC stream files (``_data_files``). They are opened with ``pyarrow.memory_map`` and
+``pyarrow.ipc.open_stream``: the tables are views of the mapped files, so nothing is read into
+memory until a batch's rows are gathered, and only those rows are copied (into the batch array).
+At construction each file is opened once to count its rows (the stream's batch headers and two
+list offsets per record batch) and then let go; a file is mapped again, and kept mapped, the first
+time a batch needs one of its rows. Every row's length is checked against ``2**i + 1`` (from the
+offsets) the first time its record batch is used.
 
 Batches (`VariableLengthSampler`, METHODS §7.2)
 ----------------------------------------------
@@ -100,6 +104,9 @@ __all__ = [
     "ConcatSampler",
     "TAIL_MODES",
     "VariableLengthSampler",
+    "domain_dirs",
+    "domain_name",
+    "export_stats",
     "torch_dataset",
 ]
 
@@ -336,23 +343,83 @@ class _Rows:
         return self._lengths
 
 
-def _manifest_groups(root: Path) -> tuple[Path, dict[str, dict]] | None:
-    """The export stage's ``datasets`` table from ``<root>/manifest.json``, if there is one."""
-    path = root / "manifest.json"
+def export_stats(root: str | Path, key: str | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """``(path, stats)`` of the export stage in ``<root>/manifest.json`` (the stage whose
+    ``stage`` or ``name`` is ``export``; with ``key``, the first such stage whose stats hold it),
+    or None when there is no manifest or no such stage. A manifest that is not JSON, or not
+    shaped like Winnow's, is a ValueError."""
+    path = Path(root) / "manifest.json"
     if not path.is_file():
         return None
     try:
         manifest = json.loads(path.read_text())
         for stage in manifest.get("stages", []):
-            if stage.get("name") == "export" and isinstance(stage.get("stats", {}).get("datasets"), dict):
-                return path, stage["stats"]["datasets"]
+            if "export" not in (stage.get("stage"), stage.get("name")):
+                continue
+            stats = stage.get("stats") or {}
+            if not isinstance(stats, dict):
+                raise ValueError
+            if key is None or stats.get(key) is not None:
+                return path, stats
     except (ValueError, AttributeError):
         raise ValueError(f"{path}: not a readable Winnow manifest") from None
     return None
 
 
-def _check_manifest(root: Path, stores: Sequence[_Rows]) -> dict[str, Any]:
-    """Compare the shards' sequences and tokens per group with the manifest; raise on a mismatch."""
+def _manifest_groups(root: Path) -> tuple[Path, dict[str, dict]] | None:
+    """The export stage's ``datasets`` table from ``<root>/manifest.json``, if there is one."""
+    found = export_stats(root, "datasets")
+    if found is None or not isinstance(found[1]["datasets"], dict):
+        return None
+    return found[0], found[1]["datasets"]
+
+
+def domain_name(directory: str, recorded: Mapping[str, str] | None = None) -> str:
+    """The domain a domain directory of an export holds.
+
+    `pipelines.export` names a domain's directory `mixers.dirnames.dir_name(domain)`: the name
+    itself when it is plain, else a ``%``-encoding, cut with a hash when very long. The name is,
+    in this order: the export manifest's ``domain_dirs`` entry (``recorded``: ``{directory:
+    domain}``, which also covers cut names); `mixers.dirnames.name_of` (undoes the encoding);
+    the directory name itself (a cut name without a manifest entry, or an export written before
+    the names were encoded)."""
+    from .dirnames import name_of
+
+    if recorded and isinstance(recorded.get(directory), str):
+        return recorded[directory]
+    try:
+        name = name_of(directory)
+    except UnicodeDecodeError:  # %-escapes that are not UTF-8: not one of ours
+        name = None
+    return directory if name is None else name
+
+
+def domain_dirs(root: str | Path, *, tails: bool = False) -> dict[str, str]:
+    """``{domain: directory name}`` for the domain directories of an export made with domains
+    apart: the children of ``root`` that hold ``bucket_<i>`` datasets (or only ``bucket_tail``,
+    with ``tails``), named as `domain_name` says, in order of domain name. Empty for a flat
+    export. Two directories that stand for one domain are a ValueError."""
+    root = Path(root)
+    found = export_stats(root, "domain_dirs")
+    recorded = found[1]["domain_dirs"] if found is not None and isinstance(found[1]["domain_dirs"], dict) else {}
+    out: dict[str, str] = {}
+    for child in sorted(root.iterdir()):
+        if not child.is_dir():
+            continue
+        buckets, tail = _bucket_dirs(child)
+        if not buckets and not (tails and tail is not None):
+            continue
+        name = domain_name(child.name, recorded)
+        if name in out:
+            raise ValueError(f"{root}: directories {out[name]!r} and {child.name!r} both hold domain {name!r}")
+        out[name] = child.name
+    return dict(sorted(out.items()))
+
+
+def _check_manifest(root: Path, stores: Sequence[_Rows], names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Compare the shards' sequences and tokens per group with the manifest; raise on a mismatch.
+    A group is looked up by its path under ``root`` (``<directory>/bucket_<i>``), then, for a
+    domain directory in ``names`` (``{directory: domain}``), as ``<domain>/bucket_<i>``."""
     found = _manifest_groups(root)
     if found is None:
         return {"path": None, "checked": []}
@@ -362,6 +429,9 @@ def _check_manifest(root: Path, stores: Sequence[_Rows]) -> dict[str, Any]:
     for store in stores:
         for directory, (rows, tokens) in store.per_directory.items():
             group = directory.relative_to(root).as_posix()
+            head, _, rest = group.partition("/")
+            if group not in groups and rest and names and head in names and f"{names[head]}/{rest}" in groups:
+                group = f"{names[head]}/{rest}"
             entry = groups.get(group)
             if entry is None:
                 wrong.append(f"{group}: not in the manifest")
@@ -481,6 +551,33 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
+def _usage(steps: int, per_epoch: int, sequences: int, tokens: int, available: int, leftover: int,
+           tail: int) -> dict[str, Any]:
+    """The ``usage(steps)`` of a sampler: what its first ``steps`` global batches (all ranks
+    together) take from the data.
+
+    - ``steps``, ``steps_per_epoch``, ``epochs`` (``steps / steps_per_epoch``, fractional: how
+      many passes over the data the batches make; a pass is one epoch of the sampler);
+    - ``sequences``: rows trained; ``tokens``: input tokens trained (``2**i`` per row of bucket
+      ``i``, ``seq_len`` per concat row: ``steps * tokens_per_batch``; a padded tail batch
+      counts its padding, as the loop does);
+    - ``available_tokens``: what the shards store (``2**i + 1`` per row, tails included, as the
+      manifest counts);
+    - ``skipped_tokens = leftover_tokens + tail_tokens``: stored tokens that the epochs begun
+      leave out by construction, summed over those epochs: each epoch's leftovers (the rows of
+      its incomplete last batch per bucket) and the ``bucket_tail`` rows a sampler skips. An
+      epoch the run ends inside also has rows it had not reached yet; those are not counted as
+      skipped (``epochs`` says how far it got).
+
+    After ``k`` whole epochs, ``k * available_tokens == tokens + sequences + skipped_tokens``
+    (each stored row is its inputs plus one last target token), so nothing goes uncounted
+    (with ``tails="pad"``, once the padding of the tail batches is taken out of ``tokens``).
+    """
+    return {"steps": steps, "steps_per_epoch": per_epoch, "epochs": steps / per_epoch if per_epoch else 0.0,
+            "sequences": int(sequences), "tokens": int(tokens), "available_tokens": int(available),
+            "skipped_tokens": int(leftover + tail), "leftover_tokens": int(leftover), "tail_tokens": int(tail)}
+
+
 # --------------------------------------------------------------------------------------------
 # Dataset Decomposition
 # --------------------------------------------------------------------------------------------
@@ -506,10 +603,12 @@ class VariableLengthSampler(_Sampler):
     Parameters: ``root`` (the export directory), ``tokens_per_batch`` (global, ``2**i`` per
     sequence), ``curriculum`` (``"uniform"`` or ``"grow_p2"``), ``cycles`` (curriculum cycles per
     epoch), ``seed`` (>= 0), ``rank``/``world_size``, ``domains`` (None: ``<root>/bucket_*`` if
-    there, else every ``<root>/<domain>/bucket_*``; or a list of domain names, whose buckets are
-    merged); keyword-only ``epochs`` (passes over the data; None: endless), ``tails`` (``"skip"``
-    or ``"pad"``), ``pad_id`` (for ``"pad"``), ``dtype`` (of the yielded tokens; None: as
-    stored), ``check_manifest`` (compare the shards with ``<root>/manifest.json`` if present).
+    there, else every domain directory ``<root>/<dir>/bucket_*``, in order of domain name; or a
+    list of domain names, not directory names (see `domain_dirs`), whose buckets are merged);
+    keyword-only ``epochs`` (passes over the data; None: endless), ``tails`` (``"skip"`` or
+    ``"pad"``), ``pad_id`` (for ``"pad"``), ``dtype`` (of the yielded tokens; None: as stored),
+    ``check_manifest`` (compare the shards with ``<root>/manifest.json`` if present). `usage`
+    counts what a number of steps takes from the data (tokens, epochs, skipped tokens).
     """
 
     def __init__(self, root: str | Path, tokens_per_batch: int, curriculum: str = "uniform",
@@ -542,7 +641,7 @@ class VariableLengthSampler(_Sampler):
         bucket_paths: dict[int, list[Path]] = {}
         tail_paths: list[Path] = []
         for domain in self.domains:
-            base = self.root if domain is None else self.root / domain
+            base = self.root if domain is None else self.root / self._dirs[domain]
             buckets, tail = _bucket_dirs(base)
             for i, path in buckets.items():
                 bucket_paths.setdefault(i, []).append(path)
@@ -563,8 +662,8 @@ class VariableLengthSampler(_Sampler):
         self._tail = _Rows("bucket_tail", tail_paths, None) if tail_paths else None
         self._tail_key = self.buckets[0] - 1  # the tails' place in the curriculum (pad mode)
         stores = [*self._stores.values(), *([self._tail] if self._tail is not None else [])]
-        self.manifest = (_check_manifest(self.root, stores) if check_manifest
-                         else {"path": None, "checked": []})
+        self.manifest = (_check_manifest(self.root, stores, {v: k for k, v in self._dirs.items()})
+                         if check_manifest else {"path": None, "checked": []})
 
         self._batches: dict[int, int] = {i: self._stores[i].n // self.batch_size[i] for i in self.buckets}
         if self._tail is not None and self.tails == "pad":
@@ -583,27 +682,35 @@ class VariableLengthSampler(_Sampler):
         self._perms: dict[int, np.ndarray] = {}
 
     def _find_domains(self, domains: Sequence[str] | None) -> list[str | None]:
+        """The domains to read (None: the flat layout), and ``self._dirs``: ``{domain: its
+        directory under root}`` (see `domain_dirs`: directories may be encoded names)."""
+        self._dirs: dict[str, str] = {}
         if domains is None:
             flat, tail = _bucket_dirs(self.root)
             if flat or tail is not None:
                 return [None]
-            found = sorted(c.name for c in self.root.iterdir()
-                           if c.is_dir() and _bucket_dirs(c)[0])
-            if not found:
+            self._dirs = domain_dirs(self.root)
+            if not self._dirs:
                 raise ValueError(f"no bucket_<i> directories under {self.root} (nor under a domain "
                                  f"directory <root>/<domain>/bucket_<i>)")
-            return list(found)
+            return list(self._dirs)
         if isinstance(domains, str):
             domains = [domains]
+        known = domain_dirs(self.root)
         out = []
         for d in domains:
-            if not isinstance(d, str) or not d or "/" in d:
-                raise ValueError(f"domains must be directory names, got {d!r}")
-            if not (self.root / d).is_dir():
-                raise ValueError(f"domain directory not found: {self.root / d}")
-            if not _bucket_dirs(self.root / d)[0]:
-                raise ValueError(f"domain directory {self.root / d} has no bucket_<i> directories")
+            if not isinstance(d, str) or not d:
+                raise ValueError(f"domains must be domain names, got {d!r}")
+            if d not in known:
+                from .dirnames import dir_name
+
+                where = self.root / dir_name(d)
+                if where.is_dir():
+                    raise ValueError(f"domain directory {where} has no bucket_<i> directories")
+                raise ValueError(f"domain directory not found: {where} (domain {d!r}; found: "
+                                 f"{', '.join(map(repr, known)) or 'none'})")
             out.append(d)
+            self._dirs[d] = known[d]
         if not out:
             raise ValueError("domains is empty")
         if len(set(out)) != len(out):
@@ -732,6 +839,25 @@ class VariableLengthSampler(_Sampler):
                 "world_size": self.world_size, "buckets": buckets, "tail": tail, "total": total,
                 "manifest": self.manifest}
 
+    def usage(self, steps: int) -> dict[str, Any]:
+        """What the global steps ``0 .. steps - 1`` take from the data, all ranks together,
+        without reading any (with ``tails="pad"``: the tails' lengths). See `_usage`."""
+        n = _int("steps", steps, 0)
+        full, part = divmod(n, self.steps_per_epoch)
+        sequences = full * sum(self._batches[k] * self._rows_per_batch(k) for k in self._batches)
+        if part:
+            keys, counts = np.unique(self.schedule(full)[:part], return_counts=True)
+            sequences += sum(int(c) * self._rows_per_batch(int(k)) for k, c in zip(keys, counts))
+        begun = full + (1 if part else 0)
+        if self.tails == "pad" and self._tail is not None:  # the tails' leftovers change every epoch
+            plans = [self.epoch_plan(e)["total"] for e in range(begun)]
+        else:
+            plans = [self.epoch_plan(0)["total"]] * begun
+        leftover = sum(p["leftover_tokens"] for p in plans)
+        tail = sum(p["skipped_tokens"] for p in plans)
+        return _usage(n, self.steps_per_epoch, sequences, n * self.tokens_per_batch,
+                      self.epoch_plan(0)["total"]["tokens"], leftover, tail)
+
 
 # --------------------------------------------------------------------------------------------
 # Concat-and-chunk
@@ -847,6 +973,14 @@ class ConcatSampler(_Sampler):
                 "used_sequences": n * b, "used_tokens": n * b * s.width,
                 "leftover_sequences": s.n - n * b, "leftover_tokens": (s.n - n * b) * s.width,
                 "manifest": self.manifest}
+
+    def usage(self, steps: int) -> dict[str, Any]:
+        """What the global steps ``0 .. steps - 1`` take from the data (see `_usage`)."""
+        n = _int("steps", steps, 0)
+        begun = -(-n // self._batches)
+        leftover = (self._store.n - self._batches * self.batch_size) * self._store.width
+        return _usage(n, self._batches, n * self.batch_size, n * self.batch_size * self.seq_len,
+                      self._store.tokens, begun * leftover, 0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -305,6 +305,41 @@ def test_domains_apart_are_merged_or_chosen(tmp_path):
         VariableLengthSampler(tmp_path, 32, domains=["books"])
 
 
+def test_domain_directories_with_encoded_names_are_read_by_domain_name(tmp_path):
+    """An export writes a domain under mixers.dirnames.dir_name(domain); samplers take and report
+    domain names: %-encoded directories decode by themselves, cut ones through the manifest's
+    domain_dirs (and stay as they are without it)."""
+    from mixers.dirnames import dir_name
+    from mixers.sampler import domain_dirs
+
+    long = "news/" + "é" * 40  # encoded longer than 120 characters: cut, with a hash
+    cut = dir_name(long)
+    assert dir_name("a/b") == "%a%2Fb" and "~" in cut
+    ids = Counter()
+    slash = make_export(tmp_path / "%a%2Fb", buckets={3: 8}, ids=ids, domain="a/b")
+    make_export(tmp_path / "code", buckets={3: 8, 4: 4}, ids=ids, domain="code")
+    make_export(tmp_path / cut, buckets={3: 4}, ids=ids, domain=long)
+    assert domain_dirs(tmp_path) == {"a/b": "%a%2Fb", "code": "code", cut: cut}  # no manifest: cut stays
+
+    groups = {f"{d}/bucket_3": {"sequences": n, "tokens": n * 9} for d, n in (("a/b", 8), ("code", 8), (long, 4))}
+    groups["code/bucket_4"] = {"sequences": 4, "tokens": 4 * 17}  # the manifest may key groups by domain too
+    stats = {"datasets": groups, "domain_dirs": {"%a%2Fb": "a/b", "code": "code", cut: long}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"stages": [{"name": "export", "stage": "export", "stats": stats}]}))
+    assert domain_dirs(tmp_path) == {"a/b": "%a%2Fb", "code": "code", long: cut}
+    every = VariableLengthSampler(tmp_path, 32, seed=0)
+    assert every.domains == ["a/b", "code", long] and len(every.manifest["checked"]) == 4
+    only = VariableLengthSampler(tmp_path, 32, seed=0, domains=["a/b"])
+    assert set(rows_of(list(only))) == {tuple(r) for r in slash["bucket_3"]}
+    assert only.state_dict()["domains"] == ["a/b"]
+    assert VariableLengthSampler(tmp_path, 32, domains=[long]).steps_per_epoch == 1
+    with pytest.raises(ValueError, match="domain directory not found"):
+        VariableLengthSampler(tmp_path, 32, domains=["%a%2Fb"])  # a directory is not a domain name
+    groups["a/b/bucket_3"]["sequences"] = 7
+    (tmp_path / "manifest.json").write_text(json.dumps({"stages": [{"name": "export", "stage": "export", "stats": stats}]}))
+    with pytest.raises(ValueError, match="a/b/bucket_3: manifest 7 sequences"):
+        VariableLengthSampler(tmp_path, 32, domains=["a/b"])
+
+
 def test_shards_that_disagree_with_the_manifest_are_refused(tmp_path):
     make_export(tmp_path, buckets={3: 8, 4: 4}, manifest=True)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
