@@ -3,6 +3,8 @@
 Pre-norm blocks (RMSNorm), causal `scaled_dot_product_attention`, rotary (RoPE) or learned
 positions, a GELU MLP of 4x width, tied input and output embeddings. Sizes from about 1M to
 about 100M parameters through `ModelConfig` (see `PRESETS`). Nothing here knows about data.
+``dropout`` (default 0.0) drops attention weights and each residual branch's output (attention
+and MLP) in train mode only; it draws from torch's RNG, which a resumed run must restore.
 
 Attention never crosses a document in dataset-decomposition batches: every row of such a batch is
 a chunk of one document, so the plain causal mask is the document mask. Concat-and-chunk rows span
