@@ -5,8 +5,21 @@ loss against tokens to ``<output>/log.jsonl``, checkpoints every ``checkpoint_ev
 at the end (``<output>/checkpoints/step_<n>.pt``: model, optimizer, step, tokens, loss log;
 loaded with ``weights_only=True``), and resumes from the last checkpoint when ``resume`` is set,
 with the same batches from the next step on (the batch sources are replayed by step number, not
-by state). It returns and writes ``<output>/train.json``.
+by state). It returns and writes ``<output>/train.json``. The checkpoint holds torch's CPU (and
+CUDA) RNG state, restored on resume, so dropout draws the same masks as an uninterrupted run.
 
+- Repetition cap: ``max_repeats`` epochs of each domain's data (`training.data.ScheduledBatches`:
+  at most ``floor(max_repeats * steps_per_epoch)`` batches of a domain; a capped domain leaves
+  the draw and the others share its weight). It comes from ``TrainConfig.max_repeats`` if set
+  (``inf`` lifts every cap), else from the mixture the export planned (its per-domain
+  ``max_repeats`` in ``manifest.json``), else there is none. Without a schedule the whole pool
+  is capped by the smallest domain cap. A run the caps cannot fill fails before its first step.
+- ``train.json`` ``domains``: per domain (``"all"`` for one pool) ``steps``, ``share``,
+  ``tokens`` and ``sequences`` trained, ``epochs`` reached, ``available_tokens``,
+  ``skipped_tokens`` (``leftover_tokens`` of incomplete batches + skipped ``tail_tokens``, over the
+  epochs begun), ``max_repeats``, ``cap_steps`` and ``full_at_step``
+  (`mixers.sampler._usage`); the domains' ``tokens`` add up to the run's. ``max_repeats_from``
+  says where the cap came from (``train.max_repeats``, ``export mixture`` or null).
 - Optimizer: AdamW, weight decay on the weight matrices only (not on norms or the tied
   embedding), gradient clipping by global norm, learning rate per step from
   `lr_at`: linear warm-up, then cosine decay to ``min_lr_ratio * lr``, or warmup-stable-decay
@@ -38,7 +51,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .data import batches, dataset_rows, export_layout, export_longest, export_schedule, heldout_sets, token_bytes
+from .data import (batches, dataset_rows, export_layout, export_longest, export_max_repeats, export_schedule,
+                   heldout_sets, token_bytes, usage)
 from .model import TransformerLM, model_config
 
 LR_SCHEDULES = ("cosine", "wsd")
@@ -65,6 +79,7 @@ class TrainConfig:
     curriculum: str = "uniform"            # uniform | grow_p2 (decomposition)
     cycles: int = 1
     schedule: dict[str, Any] | str | None = None  # a mixture schedule (Schedule.to_dict), or "export"
+    max_repeats: float | None = None       # epochs per domain; None: the export mixture's; inf: no cap
     micro_batch_tokens: int = 16384
     heldout: str | None = None             # a held-out export directory (same tokenizer)
     eval_every: int = 0                    # steps; 0: only at the end
@@ -90,6 +105,10 @@ class TrainConfig:
         for name in ("warmup_fraction", "decay_fraction", "min_lr_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"train.{name}: must be within [0, 1], got {getattr(self, name)}")
+        if self.max_repeats is not None and (isinstance(self.max_repeats, bool)
+                                             or not isinstance(self.max_repeats, (int, float))
+                                             or not self.max_repeats > 0):
+            raise ValueError(f"train.max_repeats: expected a number > 0 (inf: no cap), got {self.max_repeats!r}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
     @property
@@ -221,8 +240,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None,
         from mixers.schedule import Schedule
 
         schedule = Schedule.from_json(schedule)
+    if cfg.max_repeats is not None:
+        max_repeats, caps_from = cfg.max_repeats, "train.max_repeats"
+    else:
+        max_repeats = export_max_repeats(cfg.data)
+        caps_from = "export mixture" if max_repeats is not None else None
     source = batches(cfg.data, cfg.tokens_per_batch, total_steps=steps, seed=cfg.seed, curriculum=cfg.curriculum,
-                     cycles=cfg.cycles, schedule=schedule)
+                     cycles=cfg.cycles, schedule=schedule, max_repeats=max_repeats)
     longest = getattr(source, "seq_len", None) or export_longest(cfg.data)
     mcfg = model_config(_vocab_size(tokenizer), **{"max_seq_len": longest, **cfg.model})
     model = TransformerLM(mcfg).to(device)
@@ -294,6 +318,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None,
         "model": mcfg.to_dict(), **accel.describe(), "seconds": round(seconds, 2),
         "tokens_per_second": round((tokens_seen - tokens_at_start) / max(seconds, 1e-9), 1),
         "final_loss": curve[-1][2] if curve else None, "curve": curve, "evals": evals,
+        "max_repeats_from": caps_from, "domains": usage(source, step, max_repeats),
         "config": _jsonable(asdict(cfg)),
     }
     if heldout:
