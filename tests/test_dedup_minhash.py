@@ -177,6 +177,51 @@ def test_the_checks_agree_on_clear_cases(spark, ctx):
         assert {r["id"] for r in result.removed.collect()} == {"b"}, check
 
 
+def letters(i: int) -> str:
+    """A three-letter word for `i` (base 26): no digits, which the normalization would fold to 0."""
+    return "".join("abcdefghijklmnopqrstuvwxyz"[(i // 26 ** k) % 26] for k in range(3))
+
+
+def pair_just_below_the_threshold(params: DedupMinhashParams) -> tuple[str, str, float, float]:
+    """Two texts whose exact shingle Jaccard is just below the threshold but whose signatures agree
+    on more than the threshold fraction of the K values (yet less than threshold + margin) and
+    share a band (so they are a candidate pair). 44 distinct words, the middle one replaced: 5 of
+    the 40 shingles differ on each side, J = 35/45 = 0.778. Of 1,000 replacement words, in a fixed
+    order, the one with the highest agreement below threshold + margin is taken, so the pair is the
+    same on every run (at K = 256: 0.832, above t + 1 sigma = 0.825 as well as t = 0.8)."""
+    from pipelines import minhash_kernel as mk
+    from pipelines.dedup_minhash import band_rows
+
+    words = [letters(7 * i + 3) for i in range(44)]
+    base = " ".join(words)
+    others = [" ".join(words[:22] + ["edit" + letters(k)] + words[23:]) for k in range(1000)]
+    sig = mk.signatures([base] + others, params.num_perm, params.ngram, params.seed)
+    agree = mk.estimated_jaccard(sig[:1], sig[1:])
+    shares_band = np.array([any(np.array_equal(sig[0][g], s[g]) for g in band_rows(params)) for s in sig[1:]])
+    usable = np.flatnonzero(shares_band & (agree < params.threshold + params.margin()))
+    best = int(usable[np.argmax(agree[usable])])
+    other = others[best]
+    exact = mk.jaccard(mk.shingle_set(base, params.ngram), mk.shingle_set(other, params.ngram))
+    return base, other, exact, float(agree[best])
+
+
+def test_the_signature_check_does_not_accept_a_pair_at_the_bare_threshold(spark, ctx):
+    """Signature agreement between t and t + 3 sigma is not enough: exact Jaccard decides, and
+    here it is below t, so both documents stay (as with check = "exact"). Accepting at agreement
+    >= t would remove one."""
+    params = DedupMinhashParams()
+    base, other, exact, agree = pair_just_below_the_threshold(params)
+    assert exact == pytest.approx(35 / 45)
+    assert exact < params.threshold <= agree < params.threshold + params.margin(), (exact, agree)
+    assert agree >= params.threshold + params.margin() / 3, agree  # a 1-sigma margin would accept it too
+    rows = [("a", base, "s"), ("b", other, "s")]
+    for check in ("signature", "exact"):
+        result = dedup_minhash.apply(frame(spark, rows), DedupMinhashParams(check=check), ctx)
+        assert result.stats["candidate_pairs"] == 1, check  # a candidate: plain LSH would remove "b"
+        assert result.removed.count() == 0, check
+        assert sorted(r["id"] for r in result.kept.collect()) == ["a", "b"], check
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"threshold": 1.2}, "threshold"),
     ({"bands": 4}, "bands and rows go together"),

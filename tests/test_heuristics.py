@@ -679,8 +679,12 @@ def _pool() -> dict[str, list[dict]]:
     }
 
 
-@pytest.mark.skipif(not (SAMPLE / "truth.jsonl").exists(), reason="no sample corpus")
 def test_sample_pool_junk_is_rejected():
+    # the sample corpus ships with the repository (git ls-files data/sample): missing is a failure
+    needed = [SAMPLE / "truth.jsonl"] + [SAMPLE / "pool" / name for name in
+                                         ("docs.jsonl.gz", "fiction.jsonl.zst", "reference.jsonl.zst", "code.parquet")]
+    missing = [str(p.relative_to(REPO)) for p in needed if not p.is_file()]
+    assert not missing, f"the shipped sample corpus is incomplete, missing: {', '.join(missing)}"
     kinds = {}
     with (SAMPLE / "truth.jsonl").open() as fh:
         for line in fh:

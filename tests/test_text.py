@@ -55,13 +55,38 @@ def test_hash_ignores_how_words_are_spaced(words, sep):
     assert content_hash(" ".join(words)) == content_hash(sep.join(words) + sep)
 
 
-def _aggressive_by_regex(text):
-    """The aggressive mode written the slow, obvious way: what the numpy pass must reproduce."""
-    import re
+def _strip_by_definition(text):
+    """filters/text.py's definition of stripping diacritics, written here independently of it:
+    NFKD, then drop every code point whose canonical combining class is not 0 (no recomposition)."""
+    import unicodedata
 
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if unicodedata.combining(c) == 0)
+
+
+def test_strip_by_definition_on_known_cases():
+    assert _strip_by_definition("Cr\u00e8me br\u00fbl\u00e9e") == "Creme brulee"
+    assert _strip_by_definition("Cre\u0300me") == "Creme"          # already decomposed
+    assert _strip_by_definition("\ufb01 \u00b2 \u2460") == "fi 2 1"  # compatibility forms (the K)
+    assert _strip_by_definition("\u0130") == "I"                    # dotted capital I
+
+
+def test_strip_diacritics_follows_its_definition_on_every_code_point():
     from filters.text import _strip_diacritics
 
-    text = _strip_diacritics(_strip_diacritics(text).lower())
+    every = "".join(map(chr, range(0x110000)))
+    assert _strip_diacritics(every) == _strip_by_definition(every)
+    # non-ASCII with marks, and without any (compatibility forms still decompose: \ufb01 -> fi)
+    for text in ("plain ascii", "", "e\u0301", "\u00e9t\u00e9 \u1e9b\u0323 \u01c5 \ud55c\uad6d\uc5b4 \u0915\u093f \u0e01\u0e34",
+                 "\ufb01", "\u00b2\u00b3 \uff21\u2460", "\u65e5\u672c \u0416"):
+        assert _strip_diacritics(text) == _strip_by_definition(text), text
+
+
+def _aggressive_by_regex(text):
+    """The aggressive mode written the slow, obvious way: what the numpy pass must reproduce. The
+    diacritics are stripped by `_strip_by_definition`, not by the code under test."""
+    import re
+
+    text = _strip_by_definition(_strip_by_definition(text).lower())
     text = re.sub(r"[^\w\s]|_", " ", re.sub(r"\d+", "0", text))
     return " ".join(text.split())
 
