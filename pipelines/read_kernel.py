@@ -265,6 +265,8 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
         unreadable = _UNREADABLE
     try:
         for line_no, raw_line in enumerate(_open_lines(task.path), start=1):
+            if line_no == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
+                raw_line = raw_line[3:]  # a UTF-8 byte-order mark opens the file, not the record
             if not raw_line.strip():
                 continue
             records += 1
@@ -307,6 +309,7 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
                 # surrogates can only come from \u escapes (the UTF-8 decoder refuses encoded ones)
                 where = lone_surrogate(record) if "\\u" in line else None
                 if where is not None:
+                    where = where if len(where) <= 200 else where[:200] + "..."
                     row = out.error(
                         line_no, f"lone surrogate escape (not a Unicode character) in field '{where}' "
                         f"at {_where(task, line_no)}", line.rstrip("\r\n"),

@@ -209,3 +209,10 @@ def test_lone_surrogate_escapes_are_error_rows_and_pairs_are_text(tmp_path):
     assert "'meta.url\\udc00'" in out[2]["_error"] and "'title.[1]'" in out[3]["_error"]
     # every row can go to Arrow and back
     assert pa.Table.from_pylist(out).num_rows == 4
+
+
+def test_a_byte_order_mark_opens_the_file_not_the_first_record(tmp_path):
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "first"}\r\n{"id": "b", "text": "\xef\xbb\xbfsecond"}\n')
+    out = rows(f)
+    assert [(r["id"], r["text"], r["_error"]) for r in out] == [("a", "first", None), ("b", "\ufeffsecond", None)]
