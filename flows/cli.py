@@ -459,6 +459,12 @@ def _run_and_show(cfg, validate_only: bool = False) -> int:
             result = run_validate(cfg, spark, progress, base=base)
     if not validate_only:
         console.print(_stage_table(summary.stages))
+        skipped = summary.stages[0].stats.get("skipped_files") if summary.stages[0].stage == "read" else 0
+        if skipped:
+            examples = summary.stages[0].stats.get("skipped_examples", [])
+            console.print(f"read: {skipped:,} files in the input directories were not read (hidden, _-prefixed or "
+                          f"not .jsonl/.json/.ndjson[.gz|.zst]/.parquet), e.g. {', '.join(examples[:3])}",
+                          markup=False, highlight=False)
         for stage in summary.stages:
             if stage.stats.get("mixture_table"):
                 console.print(f"{stage.name}: what the mixture yields")

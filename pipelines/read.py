@@ -66,7 +66,23 @@ def _datasets_splits(path: Path) -> list[tuple[str, str]]:
 
 def expand_inputs(inputs: Sequence[InputSpec]) -> list[FileTask]:
     """The file list in input order: inputs as declared, then files sorted by path."""
+    return expand_inputs_and_skips(inputs)[0]
+
+
+def _utf8_path(path: Path, spec: InputSpec) -> None:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise WinnowError(f"input file name is not UTF-8: {shown} (in {spec.path}); rename it") from None
+
+
+def expand_inputs_and_skips(inputs: Sequence[InputSpec]) -> tuple[list[FileTask], list[str]]:
+    """`expand_inputs`, and the files that directory inputs hold but that are not read: hidden
+    (``.``), internal (``_``, e.g. Spark's ``_SUCCESS``) or of an unknown extension. They are
+    reported in the read stage's stats, never skipped without a word."""
     tasks: list[FileTask] = []
+    skipped: list[str] = []
     for spec in inputs:
         if any(ch in spec.path for ch in "*?["):
             prefix = spec.path.split("*")[0].split("?")[0].split("[")[0]
@@ -82,17 +98,23 @@ def expand_inputs(inputs: Sequence[InputSpec]) -> list[FileTask]:
                 root, matches = p.parent, [p]
             elif p.is_dir():
                 root = p
-                matches = sorted(
-                    f for f in p.rglob("*")
-                    if f.is_file() and not f.name.startswith((".", "_")) and infer_format(str(f)) is not None
-                )
-                if spec.format is not None:
-                    matches = [f for f in matches if infer_format(str(f)) == spec.format]
+                matches, passed = [], []
+                for f in sorted(f for f in p.rglob("*") if f.is_file()):
+                    fmt = infer_format(str(f))
+                    hidden = any(part.startswith((".", "_")) for part in f.relative_to(p).parts)
+                    if hidden or fmt is None or (spec.format is not None and fmt != spec.format):
+                        passed.append(str(f))
+                    else:
+                        matches.append(f)
+                skipped += passed
                 if not matches:
-                    raise WinnowError(f"input directory holds no JSONL or Parquet file: {spec.path}")
+                    shown = ", ".join(os.path.relpath(f, p) for f in passed[:3]) + (", ..." if len(passed) > 3 else "")
+                    raise WinnowError(f"input directory holds no JSONL or Parquet file: {spec.path}"
+                                      + (f" (skipped {len(passed)} files: {shown})" if passed else " (it is empty)"))
             else:
                 root, matches = p.parent, [p]
         for match in matches:
+            _utf8_path(match, spec)
             fmt = spec.format or infer_format(str(match))
             if fmt is None:
                 raise WinnowError(
@@ -110,7 +132,7 @@ def expand_inputs(inputs: Sequence[InputSpec]) -> list[FileTask]:
                     source=spec.source, domain=spec.domain, text_field=spec.text_field, id_field=spec.id_field,
                     domain_field=spec.domain_field,
                 ))
-    return tasks
+    return tasks, skipped
 
 
 def _file_frame(ctx: StageContext, tasks: list[FileTask]) -> DataFrame:
@@ -161,7 +183,7 @@ def rekey_duplicate_ids(df: DataFrame, max_rounds: int = 5) -> DataFrame:
 
 def apply(df: DataFrame | None, params: ReadParams, ctx: StageContext) -> StageResult:
     """Read every input. `df` is ignored: `read` starts a run."""
-    tasks = expand_inputs(params.inputs)
+    tasks, skipped = expand_inputs_and_skips(params.inputs)
     rows = ctx.persist(_file_frame(ctx, tasks).mapInArrow(read_tasks, READ_SCHEMA))
     rekeyed = rekey_duplicate_ids(rows)
     if rekeyed is not rows:
@@ -176,4 +198,7 @@ def apply(df: DataFrame | None, params: ReadParams, ctx: StageContext) -> StageR
         F.col("_row").alias("line"),
         "_file", "_row",
     )
-    return StageResult(kept, removed, {"files": len(tasks)})
+    stats = {"files": len(tasks), "skipped_files": len(skipped)}
+    if skipped:  # in directories, not read: hidden, internal (_SUCCESS) or unknown extension
+        stats["skipped_examples"] = skipped[:20]
+    return StageResult(kept, removed, stats)

@@ -1,5 +1,6 @@
 """The read stage in Spark: input order, id re-keying, kept and removed rows."""
 import json
+from pathlib import Path
 
 from pipelines import read
 from pipelines.read import InputSpec, ReadParams
@@ -21,7 +22,7 @@ def test_read_splits_good_and_bad_rows(tmp_path, ctx):
     (bad,) = result.removed.collect()
     assert bad["id"] == "A:a.jsonl:2" and bad["removed_by"] == "read" and bad["line"] == 2
     assert bad["reason"].startswith("malformed json at a.jsonl line 2") and bad["raw"] == "{oops"
-    assert result.stats == {"files": 2}
+    assert result.stats == {"files": 2, "skipped_files": 0}
 
 
 def test_repeated_ids_are_rekeyed_in_input_order(tmp_path, ctx):
@@ -41,3 +42,20 @@ def test_domain_field_gives_records_their_own_domain(tmp_path, ctx):
     result = read.apply(None, ReadParams((InputSpec(str(a), "A", "web", domain_field="domain"),)), ctx)
     got = {r["id"]: r["domain"] for r in result.kept.collect()}
     assert got == {"1": "hq", "2": "web", "3": "web"}  # missing or not a string: the input's domain
+
+
+def test_files_a_directory_input_does_not_read_are_counted_and_named(spark, ctx, tmp_path):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    write_jsonl(d / "a.jsonl", [{"text": "one"}])
+    write_jsonl(d / "sub" / "b.jsonl", [{"text": "two"}])
+    write_jsonl(d / ".hidden.jsonl", [{"text": "hidden"}])
+    (d / "_tmp").mkdir()
+    write_jsonl(d / "_tmp" / "c.jsonl", [{"text": "internal"}])
+    (d / "_SUCCESS").write_text("")
+    (d / "notes.txt").write_text("x")
+    result = read.apply(None, ReadParams((InputSpec(str(d), "A"),)), ctx)
+    assert result.kept.count() == 2
+    assert result.stats["files"] == 2 and result.stats["skipped_files"] == 4
+    assert sorted(Path(p).name for p in result.stats["skipped_examples"]) == [
+        ".hidden.jsonl", "_SUCCESS", "c.jsonl", "notes.txt"]
