@@ -193,7 +193,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     `start`: the Parquet output of an earlier run's stage to begin from instead of reading the
     inputs (the inputs, [[train]] and fingerprints are then skipped). `keep`: (stage label,
     directory): a copy of that stage's kept rows, with every column, is left in the directory."""
-    from pipelines.spark import get_spark
+    from pipelines.spark import get_spark, session_settings
 
     output = Path(cfg.output).resolve()
     # a missing input or unknown format fails here, before Spark starts
@@ -228,6 +228,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
         "stages": [r.as_json() for r in records],
         "training": training,
         "inputs": prints,
+        "spark": session_settings(spark),
         **({"started_from": start} if start else {}),
         "config": cfg.model_dump(mode="json", by_alias=True),
     }

@@ -117,6 +117,41 @@ def _log4j_file() -> str:
     return str(path)
 
 
+def machine_memory() -> int:
+    """Bytes of memory this process may use: physical memory, or the cgroup limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+LOCAL_HEAP_SHARE = 0.4   # of the machine's memory, for the local driver's JVM heap
+LOCAL_HEAP_MIN_MB = 1024
+LOCAL_HEAP_MAX_MB = 64 * 1024
+
+
+def local_driver_memory() -> str:
+    """The JVM heap for a local-mode session when the config names none: 40% of the machine's
+    memory (the rest is for the Python workers, which hold a batch's documents too), at least
+    1 GiB and at most 64 GiB. Spark's own default is 1 GiB, which one 10 MB document exhausts."""
+    mb = int(machine_memory() * LOCAL_HEAP_SHARE) >> 20
+    return f"{max(LOCAL_HEAP_MIN_MB, min(LOCAL_HEAP_MAX_MB, mb))}m"
+
+
+def session_settings(spark) -> dict[str, str | None]:
+    """What the manifest records of the session: master and driver heap."""
+    try:
+        conf = spark.sparkContext.getConf()
+        return {"master": conf.get("spark.master"), "driver_memory": conf.get("spark.driver.memory", "1g")}
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        return {"master": None, "driver_memory": None}
+
+
 def get_spark(
     master: str = "local[*]",
     *,
@@ -127,7 +162,8 @@ def get_spark(
 ):
     """Return a SparkSession for `master`; reuses an active session if one exists.
 
-    A master that starts with ``sc://`` is a Spark Connect address.
+    A master that starts with ``sc://`` is a Spark Connect address. In local mode without a
+    `driver_memory`, the heap is sized from the machine (`local_driver_memory`).
     """
     configure_environment()
     from pyspark.sql import SparkSession
@@ -150,6 +186,8 @@ def get_spark(
             .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
             .config("spark.sql.parquet.summary.metadata.level", "NONE")
         )
+        if driver_memory is None and master.startswith("local"):
+            driver_memory = local_driver_memory()  # local mode: the driver's heap is all there is
         if driver_memory:
             builder = builder.config("spark.driver.memory", driver_memory)
     builder = builder.appName(app_name).config("spark.sql.shuffle.partitions", str(shuffle_partitions))

@@ -36,3 +36,15 @@ def test_the_private_directory_is_the_users_alone_and_holds_the_log_settings():
     assert stat.S_IMODE(private.stat().st_mode) == 0o700 and private.owner() == Path.home().owner()
     assert Path(spark_module._log4j_file()).parent == private
     assert spark_module.private_dir() == private  # one per process
+
+
+def test_the_local_driver_heap_is_sized_from_the_machine(monkeypatch):
+    gib = 1 << 30
+    for memory, heap in ((24 * gib, f"{int(24 * gib * 0.4) >> 20}m"), (gib, "1024m"), (1024 * gib, "65536m")):
+        monkeypatch.setattr(spark_module, "machine_memory", lambda m=memory: m)
+        assert spark_module.local_driver_memory() == heap
+
+
+def test_the_test_session_runs_with_the_machine_sized_heap(spark):
+    # conftest starts it like a user's local run: no driver_memory, so the machine decides
+    assert spark_module.session_settings(spark)["driver_memory"] == spark_module.local_driver_memory()
