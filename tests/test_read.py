@@ -59,3 +59,17 @@ def test_files_a_directory_input_does_not_read_are_counted_and_named(spark, ctx,
     assert result.stats["files"] == 2 and result.stats["skipped_files"] == 4
     assert sorted(Path(p).name for p in result.stats["skipped_examples"]) == [
         ".hidden.jsonl", "_SUCCESS", "c.jsonl", "notes.txt"]
+
+
+def test_a_saved_dataset_inside_a_directory_input_is_read_as_one(tmp_path):
+    import datasets
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [{"text": "one"}])
+    datasets.Dataset.from_dict({"text": ["two", "three"]}).save_to_disk(str(d / "saved"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["four"]})}).save_to_disk(str(d / "dict"))
+    tasks, skipped = read.expand_inputs_and_skips([InputSpec(str(d), "A")])
+    assert [(t.format, Path(t.path).name) for t in tasks] == [("jsonl", "a.jsonl"), ("datasets", "train"),
+                                                             ("datasets", "saved")]
+    assert skipped == []
