@@ -73,3 +73,19 @@ def test_a_saved_dataset_inside_a_directory_input_is_read_as_one(tmp_path):
     assert [(t.format, Path(t.path).name) for t in tasks] == [("jsonl", "a.jsonl"), ("datasets", "train"),
                                                              ("datasets", "saved")]
     assert skipped == []
+
+
+def test_a_file_name_that_is_not_utf8_stops_the_run_before_reading(tmp_path):
+    import os
+
+    import pytest
+
+    from pipelines.stage import WinnowError
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [{"text": "one"}])
+    with open(os.path.join(os.fsencode(d), b"caf\xe9.jsonl"), "wb") as fh:
+        fh.write(b'{"text": "two"}\n')
+    with pytest.raises(WinnowError, match=r"input file name is not UTF-8: .*caf\\xe9.jsonl .*rename it"):
+        read.expand_inputs([InputSpec(str(d), "A")])
