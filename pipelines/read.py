@@ -69,12 +69,17 @@ def expand_inputs(inputs: Sequence[InputSpec]) -> list[FileTask]:
     return expand_inputs_and_skips(inputs)[0]
 
 
+def _shown(text: str) -> str:
+    """`text` printable: bytes that were not UTF-8 (surrogate escapes) as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _utf8_path(path: Path, spec: InputSpec) -> None:
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
-        shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise WinnowError(f"input file name is not UTF-8: {shown} (in {spec.path}); rename it") from None
+        raise WinnowError(f"input file name is not UTF-8: {_shown(str(path))} (in {_shown(spec.path)}); "
+                          "rename it") from None
 
 
 def expand_inputs_and_skips(inputs: Sequence[InputSpec]) -> tuple[list[FileTask], list[str]]:
@@ -84,6 +89,11 @@ def expand_inputs_and_skips(inputs: Sequence[InputSpec]) -> tuple[list[FileTask]
     tasks: list[FileTask] = []
     skipped: list[str] = []
     for spec in inputs:
+        for key in ("source", "domain", "text_field", "id_field", "domain_field"):
+            try:  # a command-line argument that is not UTF-8 arrives with surrogate escapes
+                getattr(spec, key).encode("utf-8")
+            except UnicodeEncodeError:
+                raise WinnowError(f"input {_shown(spec.path)}: {key} is not UTF-8 text") from None
         if any(ch in spec.path for ch in "*?["):
             prefix = spec.path.split("*")[0].split("?")[0].split("[")[0]
             root = Path(os.path.dirname(prefix) or ".")

@@ -75,17 +75,21 @@ def test_a_saved_dataset_inside_a_directory_input_is_read_as_one(tmp_path):
     assert skipped == []
 
 
-def test_a_file_name_that_is_not_utf8_stops_the_run_before_reading(tmp_path):
+def test_names_that_are_not_utf8_stop_the_run_with_a_printable_line(tmp_path):
     import os
 
     import pytest
 
     from pipelines.stage import WinnowError
 
-    d = tmp_path / "in"
-    d.mkdir()
-    write_jsonl(d / "a.jsonl", [{"text": "one"}])
-    with open(os.path.join(os.fsencode(d), b"caf\xe9.jsonl"), "wb") as fh:
-        fh.write(b'{"text": "two"}\n')
-    with pytest.raises(WinnowError, match=r"input file name is not UTF-8: .*caf\\xe9.jsonl .*rename it"):
-        read.expand_inputs([InputSpec(str(d), "A")])
+    f = write_jsonl(tmp_path / "a.jsonl", [{"text": "one"}])
+    bad = os.fsdecode(b"web\xff")  # how Python hands over a command-line argument that is not UTF-8
+    with pytest.raises(WinnowError, match=r"domain is not UTF-8 text") as err:
+        read.expand_inputs([InputSpec(str(f), "A", bad)])
+    str(err.value).encode("utf-8")  # the line itself can be printed
+    (tmp_path / "d").mkdir()
+    with open(os.path.join(os.fsencode(tmp_path / "d"), b"web\xff.jsonl"), "wb") as fh:
+        fh.write(b'{"text": "x"}\n')
+    with pytest.raises(WinnowError, match=r"not UTF-8: .*web\\xff") as err:
+        read.expand_inputs([InputSpec(str(tmp_path / "d"), "A")])
+    str(err.value).encode("utf-8")
