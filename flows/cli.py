@@ -443,8 +443,8 @@ def _run_and_show(cfg, validate_only: bool = False) -> int:
     base = None
     with _RichProgress(console) as progress:
         if validate_only:
-            check_train_outputs(cfg)
             prepare_output(output, cfg.overwrite)
+            check_train_outputs(cfg)
         else:
             keep = None
             if cfg.validate_ is not None:

@@ -8,6 +8,7 @@ when the run succeeds. Accounting is checked after every stage: `in = kept + rem
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import time
 import uuid
@@ -155,7 +156,8 @@ def check_train_outputs(cfg: RunConfig) -> None:
     """A [[train]] model file that exists is replaced only when overwriting (as train-scorer)."""
     for spec in train_specs(cfg):
         if Path(spec.output).exists() and not cfg.overwrite:
-            raise WinnowError(f"[[train]] output {spec.output} exists; pass --overwrite to replace it")
+            raise WinnowError(f"[[train]] output {os.path.normpath(spec.output)} exists; "
+                              "pass --overwrite to replace it")
 
 
 def _train_and_check(cfg: RunConfig, spark, progress) -> list[dict[str, Any]]:
@@ -198,9 +200,9 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     output = Path(cfg.output).resolve()
     # a missing input or unknown format fails here, before Spark starts
     files = [] if start else read.expand_inputs(input_specs(cfg))
+    prepare_output(output, cfg.overwrite)  # refuses before it deletes anything
     if not start:
         check_train_outputs(cfg)
-    prepare_output(output, cfg.overwrite)
     claim(output, *RUN_ENTRIES)
     if spark is None:
         spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,

@@ -213,4 +213,5 @@ def test_an_existing_train_output_is_refused_unless_overwriting(spark, tmp_path)
     train = [{"kind": "dclm", "output": str(model), "positives": [str(src)]}]
     with pytest.raises(WinnowError, match=r"\[\[train\]\] output .*dclm.bin exists; pass --overwrite"):
         run_curation(config([src], tmp_path / "out", stages=[], train=train), spark=spark)
-    assert model.read_bytes() == b"the user's model" and not (tmp_path / "out").exists()
+    assert model.read_bytes() == b"the user's model"
+    assert os.listdir(tmp_path / "out") == [".winnow-owned.json"]  # refused before anything was written
