@@ -365,7 +365,7 @@ name = "random"
 stages = [{{ stage = "select", random_fraction = 0.5 }}]
 
 [[validate.variants]]
-name = "concat"
+name = "../concat"                # a name, not a path: its directories are encoded
 layout = "concat"
 seq_len = 128
 ''')
@@ -373,19 +373,21 @@ seq_len = 128
     base = json.loads((tmp_path / "out" / "manifest.json").read_text())  # the run up to the base stage
     assert [s["name"] for s in base["stages"]] == ["read", "dedup_exact", "write"]
     out = json.loads((tmp_path / "out" / "validate.json").read_text())  # {variant: {...}}, as issue 6 has it
-    assert list(out) == ["random", "concat"]
+    assert list(out) == ["random", "../concat"]
+    assert sorted(p.name for p in (tmp_path / "out" / "validate" / "variants").iterdir()) == ["%..%2Fconcat", "random"]
+    assert not (tmp_path / "out" / "validate" / "concat").exists() and (tmp_path / "out" / "validate" / "runs" / "%..%2Fconcat" / "seed_0").is_dir()
     for v in out.values():
         assert v["tokens"] == 4096 and v["heldout_loss"] > 0 and v["heldout_bpb"] > 0 and v["seconds"] > 0
         assert set(v["per_domain"]) == {"code", "docs", "fiction", "hq", "reference"} and len(v["seeds_loss"]) == 3
         assert v["seeds"] == [0, 1, 2]
-    assert "comparison" not in out["random"] and out["concat"]["compared_with"] == "random"
-    verdict = out["concat"]["comparison"]["heldout_loss"]
+    assert "comparison" not in out["random"] and out["../concat"]["compared_with"] == "random"
+    verdict = out["../concat"]["comparison"]["heldout_loss"]
     assert verdict["verdict"] in ("within noise", "lower", "higher")
-    assert verdict["difference"] == pytest.approx(out["concat"]["heldout_loss"] - out["random"]["heldout_loss"])
+    assert verdict["difference"] == pytest.approx(out["../concat"]["heldout_loss"] - out["random"]["heldout_loss"])
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Validation" in report and "| random |" in report and (tmp_path / "out" / "plots" / "validate-loss.png").is_file()
     printed = capsys.readouterr().out
-    assert "concat vs random" in printed
+    assert "../concat vs random" in printed
     bad = tmp_path / "bad.toml"
     bad.write_text(cfg.read_text().replace('buckets = "5..7"', 'buckets = "7-5"'))
     assert winnow(["validate", str(bad), "--overwrite"]) == 2
