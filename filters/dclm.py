@@ -51,7 +51,7 @@ class DclmTrainParams:
     epoch: int = 5
     min_count: int = 1
     bucket: int | None = None   # None: sized from the training set's distinct bigrams (see module doc)
-    threads: int = 2            # fastText's default is one; >1 trains faster but not bit-reproducibly
+    threads: int = 2            # fastText's own default is cpu_count() - 1; >1 is faster, not bit-reproducible
     seed: int = 0
 
     def __post_init__(self) -> None:
