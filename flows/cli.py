@@ -435,7 +435,8 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
 def _run_and_show(cfg, validate_only: bool = False) -> int:
     from rich.console import Console
 
-    from .curate import check_train_outputs, prepare_output, run_curation
+    from .curate import check_train_outputs, run_curation
+    from .output import prepare
     from .validate import base_stage, report_lines, run_validate
 
     console = Console(stderr=False)
@@ -443,7 +444,7 @@ def _run_and_show(cfg, validate_only: bool = False) -> int:
     base = None
     with _RichProgress(console) as progress:
         if validate_only:
-            prepare_output(output, cfg.overwrite)
+            prepare(output, cfg.overwrite)
             check_train_outputs(cfg)
         else:
             keep = None

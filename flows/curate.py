@@ -39,12 +39,6 @@ class RunSummary:
     manifest: dict[str, Any]
 
 
-def prepare_output(output: Path, overwrite: bool) -> Path:
-    """Make `output` a directory Winnow owns (`flows.output.prepare`): refused when it is not empty
-    and not Winnow's; with `overwrite`, only the entries its ownership record lists are deleted."""
-    return prepare(output, overwrite)
-
-
 # Live objects (SparkSession, progress display) cannot be flow parameters: Prefect stores
 # parameters as JSON. The flow takes a key into this table instead.
 _LIVE: dict[str, dict[str, Any]] = {}
@@ -200,7 +194,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     output = Path(cfg.output).resolve()
     # a missing input or unknown format fails here, before Spark starts
     files = [] if start else read.expand_inputs(input_specs(cfg))
-    prepare_output(output, cfg.overwrite)  # refuses before it deletes anything
+    prepare(output, cfg.overwrite)  # refuses before it deletes anything
     if not start:
         check_train_outputs(cfg)
     claim(output, *RUN_ENTRIES)

@@ -111,10 +111,12 @@ def expand_inputs_and_skips(inputs: Sequence[InputSpec]) -> tuple[list[FileTask]
                 matches, passed = [], []
                 # a saved `datasets` directory inside is one input of format datasets, not the
                 # state.json and dataset_info.json files it holds
-                saved = [d for d in p.rglob("*") if d.is_dir() and infer_format(str(d)) == "datasets"]
-                saved = [d for d in saved if not any(o in d.parents for o in saved)]  # a dict's splits
-                for f in sorted([f for f in p.rglob("*") if f.is_file()
-                                 and not any(d in f.parents for d in saved)] + saved):
+                tree = list(p.rglob("*"))  # walked once
+                saved = [d for d in tree if d.is_dir() and infer_format(str(d)) == "datasets"]
+                inner = set(saved)
+                saved = [d for d in saved if inner.isdisjoint(d.parents)]  # not a dict's splits
+                inner = set(saved)
+                for f in sorted([f for f in tree if f.is_file() and inner.isdisjoint(f.parents)] + saved):
                     fmt = infer_format(str(f))
                     hidden = any(part.startswith((".", "_")) for part in f.relative_to(p).parts)
                     if hidden or fmt is None or (spec.format is not None and fmt != spec.format):
