@@ -6,7 +6,8 @@ The heuristics scorer also gives `rule_table(texts) -> dict[rule, np.ndarray[boo
 beside its score as `rule_<name>` pass/fail columns.
 
 `load_scorer(spec)` checks a spec completely (known kind, model file present and loadable,
-labels right) so that a bad model is one clear error before any data is read.
+labels right) so that a bad model is one clear error before any data is read. Each kind says how
+it is built from a spec in `filters/registry.py`, from its own module.
 """
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from core.errors import ScorerError
+
+from . import registry
+
+
 
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
-
-
-class ScorerError(ValueError):
-    """A scorer that cannot be used: unknown kind, missing or corrupt model, wrong labels."""
 
 
 @runtime_checkable
@@ -72,7 +74,7 @@ class ScorerSpec:
     def from_mapping(cls, raw: dict[str, Any], where: str = "scorer") -> "ScorerSpec":
         """A spec from a config table: `{kind = "dclm", model = "...", name = "...", <options>}`."""
         if not isinstance(raw, dict) or "kind" not in raw:
-            raise ScorerError(f"{where}: a scorer is a table with at least `kind` (one of {', '.join(KINDS)})")
+            raise ScorerError(f"{where}: a scorer is a table with at least `kind` (one of {', '.join(registry.kinds())})")
         rest = dict(raw)
         kind, model, name = rest.pop("kind"), rest.pop("model", None), rest.pop("name", None)
         return cls(kind=kind, model=model, name=name, options=rest)
@@ -113,37 +115,14 @@ def read_json_config(path: str | Path, kind: str) -> dict[str, Any]:
     return data
 
 
-KINDS = ("heuristics", "dclm", "langid")
-
-
 def load_scorer(spec: ScorerSpec) -> Scorer:
-    """The scorer a spec names, fully checked."""
-    if spec.kind == "heuristics":
-        from .heuristics import HeuristicsConfig, HeuristicsScorer
+    """The scorer a spec names, fully checked (by its kind's `build` in the registry)."""
+    return registry.get(spec.kind).build(spec)
 
-        if spec.model:
-            return HeuristicsScorer.load(spec.model)
-        try:
-            return HeuristicsScorer(HeuristicsConfig(**spec.options))
-        except TypeError as exc:
-            raise ScorerError(f"heuristics: {exc}") from None
-    if spec.kind == "dclm":
-        from .dclm import DclmScorer
 
-        if spec.options:
-            raise ScorerError(f"dclm: unknown options {', '.join(sorted(spec.options))} (a dclm scorer takes only `model`)")
-        if not spec.model:
-            raise ScorerError("dclm: needs a model file (--scorer dclm=PATH; train one with `winnow train-scorer dclm`)")
-        return DclmScorer.load(spec.model)
-    if spec.kind == "langid":
-        from .langid import LangIdScorer
-
-        if spec.model and spec.model.endswith(".json"):
-            return LangIdScorer.load(spec.model)
-        if spec.model:  # `--scorer langid=fr`: the value is the language
-            return LangIdScorer(language=spec.model)
-        unknown = set(spec.options) - {"language"}
-        if unknown:
-            raise ScorerError(f"langid: unknown options {', '.join(sorted(unknown))} (known: language)")
-        return LangIdScorer(**spec.options)
-    raise ScorerError(f"unknown scorer {spec.kind!r} (known: {', '.join(KINDS)})")
+def no_options(spec: ScorerSpec, allowed: tuple[str, ...] = ()) -> None:
+    """A one-line ScorerError when a spec carries options its kind does not take."""
+    unknown = sorted(set(spec.options) - set(allowed))
+    if unknown:
+        known = f"known: {', '.join(allowed)}" if allowed else f"a {spec.kind} scorer takes only `model`"
+        raise ScorerError(f"{spec.kind}: unknown options {', '.join(unknown)} ({known})")

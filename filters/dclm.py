@@ -28,7 +28,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .base import ScorerError, fasttext_quiet, load_fasttext
+from core.errors import ScorerError
+
+from . import registry
+from .base import ScorerSpec, fasttext_quiet, load_fasttext, no_options
 
 HQ = "__label__hq"
 CC = "__label__cc"
@@ -197,3 +200,24 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(scores)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def build(spec: ScorerSpec) -> DclmScorer:
+    no_options(spec)
+    if not spec.model:
+        raise ScorerError("dclm: needs a model file (--scorer dclm=PATH; train one with `winnow train-scorer dclm`)")
+    return DclmScorer.load(spec.model)
+
+
+registry.register(registry.ScorerKind(
+    kind="dclm",
+    summary="DCLM's fastText quality classifier: P(high quality) per document",
+    build=build,
+    trainer=registry.LabelledTrainer(
+        params=DclmTrainParams, positive=HQ, negative=CC, to_line=to_line,
+        fit=lambda path, params: DclmScorer.train_file(path, params),
+        describe=lambda scorer: scorer.describe(),
+        summary="Train the DCLM fastText classifier (Li et al. 2024, DataComp-LM, App. J.1): "
+        f"{HQ} for positives, {CC} for negatives, wordNgrams 2, lr 0.1, dim 100, epoch 5; text lines "
+        "are ' '.join(text.strip().splitlines()). A held-out fraction of each side measures ROC-AUC."),
+))

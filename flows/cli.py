@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.errors import UsageError
+
 EPILOG = "Docs: README.md in the Winnow repository. Exit status: 0 done, 2 user error, 1 failure."
 OVERWRITE_HELP = ("replace an earlier Winnow run in the output directory: deletes only the entries its "
                   ".winnow-owned.json lists (a directory without one is never written into); "
@@ -269,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.config is None:
         if not args.input or not args.output:
-            raise _UsageError("give a CONFIG, or --input PATH and --output DIR")
+            raise UsageError("give a CONFIG, or --input PATH and --output DIR")
         cfg = config_for_inputs(args.input, str(Path(args.output).resolve()), args.domain)
     else:
         cfg = load_config(args.config)
@@ -281,7 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def dedup_stage(args: argparse.Namespace) -> dict:
     """The [[stages]] entry `winnow dedup`'s options stand for."""
     if args.verify and args.no_check:
-        raise _UsageError("--verify and --no-check contradict each other")
+        raise UsageError("--verify and --no-check contradict each other")
     stage: dict = {"stage": "dedup_minhash"}
     for opt, key in [("threshold", "threshold"), ("num_perm", "num_perm"), ("ngram", "ngram"),
                      ("bands", "bands"), ("rows", "rows"), ("fp_weight", "fp_weight"), ("probes", "probes"),
@@ -308,7 +310,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         print(explain(params))
         return 0
     if not args.inputs or not args.output:
-        raise _UsageError("give INPUT... and --output DIR (or --explain)")
+        raise UsageError("give INPUT... and --output DIR (or --explain)")
     cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain, args.domain_field)
     cfg = cfg.model_copy(update={"stages": [stage]})
     cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
@@ -323,9 +325,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .config import config_for_inputs, with_overrides
 
     if not args.inputs or not args.output:
-        raise _UsageError("give INPUT... and --output DIR")
+        raise UsageError("give INPUT... and --output DIR")
     if not args.scorer:
-        raise _UsageError("give at least one --scorer, e.g. --scorer heuristics or --scorer dclm=model.bin")
+        raise UsageError("give at least one --scorer, e.g. --scorer heuristics or --scorer dclm=model.bin")
     specs = [ScorerSpec.parse(s) for s in args.scorer]
     scorers = []
     for spec in specs:
@@ -388,7 +390,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .config import config_for_inputs, plans, with_overrides
 
     if not args.inputs or not args.output:
-        raise _UsageError("give INPUT... and --output DIR")
+        raise UsageError("give INPUT... and --output DIR")
     cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain, args.domain_field)
     write = cfg.write.model_copy(update={"columns": ["id", "source", "domain", "n_tokens", "dropped_tokens"]})
     cfg = cfg.model_copy(update={"stages": export_stages(args), "write": write})
@@ -398,7 +400,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train_scorer(args: argparse.Namespace) -> int:
-    from filters.base import ScorerError
     from filters.dclm import DclmTrainParams
     from pipelines.spark import get_spark
 
@@ -406,12 +407,9 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
 
     out = Path(args.output).expanduser().resolve()
     if out.exists() and not args.overwrite:
-        raise _UsageError(f"{out} exists; pass --overwrite to replace it")
-    try:
-        params = DclmTrainParams(word_ngrams=args.word_ngrams, lr=args.lr, dim=args.dim, epoch=args.epoch,
-                                 bucket=args.bucket, threads=args.threads, seed=args.seed)
-    except ScorerError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    params = DclmTrainParams(word_ngrams=args.word_ngrams, lr=args.lr, dim=args.dim, epoch=args.epoch,
+                             bucket=args.bucket, threads=args.threads, seed=args.seed)
     spec = TrainSpec(kind=args.kind, output=str(out),
                      positives=tuple(str(Path(p).expanduser().resolve()) for p in args.positives),
                      negatives=tuple(str(Path(p).expanduser().resolve()) for p in args.negatives),
@@ -483,13 +481,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     if cfg.validate_ is None:
-        raise _UsageError(f"{args.config} has no [validate] table")
+        raise UsageError(f"{args.config} has no [validate] table")
     cfg = with_overrides(cfg, output=args.output, master=args.master, overwrite=args.overwrite)
     return _run_and_show(cfg, validate_only=True)
-
-
-class _UsageError(Exception):
-    pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -499,8 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_environment(getattr(args, "verbose", False))
-    from filters.base import ScorerError
-    from pipelines.stage import WinnowError
+    from core.errors import WinnowError
 
     try:
         if args.command == "run":
@@ -515,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "validate":
             return cmd_validate(args)
-    except (WinnowError, ScorerError, _UsageError) as exc:
+    except WinnowError as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

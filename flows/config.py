@@ -12,15 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from core.errors import ConfigError, ScorerError, WinnowError
 from pipelines import STAGES
 from pipelines.read import InputSpec
 from pipelines.read_kernel import FORMATS
-from pipelines.stage import WinnowError
 from pipelines.write import WriteParams
-
-
-class ConfigError(WinnowError):
-    """A config that cannot run: the message names the file and key."""
 
 
 class _Strict(BaseModel):
@@ -182,8 +178,6 @@ def parse_config(data: dict[str, Any], base_dir: Path, origin: str = "config") -
         plans(cfg)
         train_specs(cfg)
         write_params(cfg, "")
-    except ConfigError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
     except WinnowError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     validate = cfg.validate_
@@ -222,7 +216,6 @@ def _resolve_stage_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def train_specs(cfg: RunConfig) -> list:
     """The [[train]] entries as `flows.train.TrainSpec`s, with `{output}` and "inputs" filled in."""
-    from filters.base import ScorerError
     from filters.dclm import DclmTrainParams
 
     from .train import TrainSpec
@@ -231,9 +224,7 @@ def train_specs(cfg: RunConfig) -> list:
     for i, t in enumerate(cfg.train):
         try:
             params = DclmTrainParams(**t.fasttext)
-        except TypeError as exc:
-            raise ConfigError(f"'train[{i}].fasttext': {exc}") from None
-        except ScorerError as exc:
+        except (TypeError, ScorerError) as exc:
             raise ConfigError(f"'train[{i}].fasttext': {exc}") from None
         negatives = [i.path for i in cfg.inputs] if t.negatives == "inputs" else t.negatives
         out.append(TrainSpec(kind=t.kind, output=t.output.replace("{output}", cfg.output),

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from core.errors import AccountingError, WinnowError
 from pipelines import STAGES, read, write
-from pipelines.stage import AccountingError, StageContext, StageResult, WinnowError
+from pipelines.stage import StageContext, StageResult
 
 from .config import RunConfig, input_specs, plans, train_specs, write_params
 from .output import claim, prepare

@@ -27,15 +27,11 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
-from mixers.dirnames import PathEscapes, inside
-from pipelines.stage import WinnowError
+from core.errors import OutputError, PathEscapes
+from mixers.dirnames import inside
 
 RECORD = ".winnow-owned.json"
 FORMAT = 1
-
-
-class OutputError(WinnowError):
-    """An output directory Winnow may not write into, or a record it cannot trust."""
 
 
 def record_path(output: str | os.PathLike) -> Path:

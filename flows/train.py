@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import WinnowError
 from filters.dclm import CC, HQ, BigramCounter, DclmScorer, DclmTrainParams, roc_auc, write_training_line
-from pipelines.stage import StageContext, WinnowError
+from pipelines.stage import StageContext
 from pipelines.train_sample import heldout_rows, labelled_sample, training_rows
 
 SCORE_BATCH = 2_000

@@ -33,8 +33,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from core.errors import WinnowError
 from mixers.dirnames import dir_name, inside
-from pipelines.stage import WinnowError
 
 from .config import RunConfig, ValidateConfig, parse_buckets, plans
 from .output import claim
@@ -78,12 +78,9 @@ def check_validate(cfg: RunConfig) -> None:
     if len(set(names)) != len(names):
         raise WinnowError(f"validate.variants: names must be unique, got {names}")
     for i, variant in enumerate(v.variants):
-        try:
-            parse_config({"output": "/", "inputs": [{"path": "/", "source": "x"}],
-                          "stages": variant.stages + _tail_stages(variant, v, "/t.json")}, Path("/"),
-                         f"validate.variants[{i}]")
-        except WinnowError as exc:
-            raise WinnowError(str(exc)) from None
+        parse_config({"output": "/", "inputs": [{"path": "/", "source": "x"}],
+                      "stages": variant.stages + _tail_stages(variant, v, "/t.json")}, Path("/"),
+                     f"validate.variants[{i}]")
         if variant.schedule is not None:
             from mixers.schedule import Schedule
 

@@ -25,6 +25,8 @@ import re
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
+from core.errors import PathEscapes
+
 MAX_LEN = 120
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,%d}" % (MAX_LEN - 1))
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -34,10 +36,6 @@ RESERVED = frozenset({
     "validate.json", "tokenizer.json", ".winnow-owned.json",
 })
 RESERVED_PREFIXES = ("bucket_", "concat_")
-
-
-class PathEscapes(ValueError):
-    """A path built from a name would resolve outside the directory it must stay in."""
 
 
 def is_plain(name: str) -> bool:

@@ -22,7 +22,7 @@ import logging
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .stage import WinnowError
+from core.errors import WinnowError
 
 log = logging.getLogger("winnow.components")
 

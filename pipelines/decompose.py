@@ -24,7 +24,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .stage import StageContext, StageResult, WinnowError
+from core.errors import WinnowError
+
+from .stage import StageContext, StageResult
 
 NAME = "decompose"
 TAILS = ("keep", "drop")

@@ -17,9 +17,10 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.errors import WinnowError
 from filters.text import NORMALIZATIONS, content_hashes
 
-from .stage import StageContext, StageResult, WinnowError
+from .stage import StageContext, StageResult
 
 NAME = "dedup_exact"
 

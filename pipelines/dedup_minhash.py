@@ -47,9 +47,11 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.errors import WinnowError
+
 from . import minhash_kernel as mk
 from .components import connected_components
-from .stage import StageContext, StageResult, WinnowError
+from .stage import StageContext, StageResult
 
 NAME = "dedup_minhash"
 CHECKS = ("signature", "exact", "none")

@@ -33,10 +33,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.errors import WinnowError
 from mixers.dirnames import dir_name
 
 from .shards import write_datasets
-from .stage import StageContext, StageResult, WinnowError
+from .stage import StageContext, StageResult
 
 NAME = "export"
 LAYOUTS = ("decomposition", "concat")

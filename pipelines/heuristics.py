@@ -20,10 +20,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from filters.base import ScorerError
+from core.errors import WinnowError
 from filters.heuristics import LINE_MODIFIERS, RULES, HeuristicsConfig, check
 
-from .stage import StageContext, StageResult, WinnowError
+from .stage import StageContext, StageResult
 
 NAME = "heuristics"
 
@@ -44,10 +44,7 @@ class HeuristicsParams:
         unknown = sorted(set(self.thresholds) - known)
         if unknown:
             raise WinnowError(f"heuristics.thresholds: unknown limit {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        try:
-            return HeuristicsConfig(rules=self.rules, line_modifiers=self.line_modifiers, **self.thresholds)
-        except ScorerError as exc:
-            raise WinnowError(str(exc)) from None
+        return HeuristicsConfig(rules=self.rules, line_modifiers=self.line_modifiers, **self.thresholds)
 
 
 def _kernel(config: HeuristicsConfig, domains: frozenset[str], rewrite: bool):

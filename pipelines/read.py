@@ -15,9 +15,11 @@ from typing import Sequence
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from core.errors import WinnowError
+
 from .read_kernel import FORMATS, FileTask, file_fingerprint, read_tasks
 from .schema import DOCUMENT_SCHEMA, READ_SCHEMA
-from .stage import StageContext, StageResult, WinnowError
+from .stage import StageContext, StageResult
 
 NAME = "read"
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")

@@ -24,10 +24,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from filters.base import ScorerError, ScorerSpec, load_scorer
+from core.errors import WinnowError
+from filters.base import ScorerSpec, load_scorer
 
 from .spark import file_identity, ship_file
-from .stage import StageContext, StageResult, WinnowError
+from .stage import StageContext, StageResult
 
 NAME = "score"
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
@@ -51,10 +52,7 @@ class ScoreParams:
     def specs(self) -> list[ScorerSpec]:
         out = []
         for i, raw in enumerate(self.scorers):
-            try:
-                spec = ScorerSpec.from_mapping(dict(raw), f"score.scorers[{i}]")
-            except ScorerError as exc:
-                raise WinnowError(str(exc)) from None
+            spec = ScorerSpec.from_mapping(dict(raw), f"score.scorers[{i}]")
             if spec.model and "{output}" in spec.model:
                 spec = ScorerSpec(spec.kind, spec.model.replace("{output}", self.output or "{output}"),
                                   spec.name, spec.options)
@@ -73,10 +71,7 @@ def check_scorers(specs: list[ScorerSpec]) -> list:
     for spec in specs:
         key = (spec.kind, spec.model, spec.name, tuple(sorted(spec.options.items())), file_identity(spec.model))
         if key not in _DRIVER_SCORERS:
-            try:
-                _DRIVER_SCORERS[key] = load_scorer(spec)
-            except ScorerError as exc:
-                raise WinnowError(str(exc)) from None
+            _DRIVER_SCORERS[key] = load_scorer(spec)
         loaded.append(_DRIVER_SCORERS[key])
     return loaded
 

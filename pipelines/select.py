@@ -27,7 +27,9 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from .stage import StageContext, StageResult, WinnowError
+from core.errors import WinnowError
+
+from .stage import StageContext, StageResult
 
 NAME = "select"
 RANK_POINTS = 1000

@@ -13,14 +13,6 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 
-class WinnowError(Exception):
-    """An error the user can fix: printed as one line, never a traceback."""
-
-
-class AccountingError(WinnowError):
-    """A stage's counts do not add up: in != kept + removed."""
-
-
 @dataclass
 class StageResult:
     kept: DataFrame

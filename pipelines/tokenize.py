@@ -26,8 +26,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.errors import WinnowError
+
 from .spark import ship_file
-from .stage import StageContext, StageResult, WinnowError
+from .stage import StageContext, StageResult
 
 NAME = "tokenize"
 EOT = "<|endoftext|>"

@@ -13,7 +13,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .stage import StageContext, StageResult, WinnowError
+from core.errors import WinnowError
+
+from .stage import StageContext, StageResult
 
 NAME = "write"
 COMPRESSIONS = ("snappy", "zstd", "gzip", "none")

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import ConfigError, load_config, parse_config, plans, with_overrides
+from core.errors import ConfigError
+from flows.config import load_config, parse_config, plans, with_overrides
 from pipelines.dedup_exact import DedupExactParams
 
 BASE = {"output": "out", "inputs": [{"path": "in.jsonl", "source": "s"}]}

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from core.errors import WinnowError
 from flows.cli import main as winnow
 from pipelines import dedup_minhash
 from pipelines.dedup_minhash import DedupMinhashParams
 from pipelines.read import InputSpec, ReadParams
 from pipelines import read
 from pipelines.schema import DOCUMENT_SCHEMA
-from pipelines.stage import StageContext, WinnowError
+from pipelines.stage import StageContext
 
 from .conftest import DATA
 from .test_flow import pool_slice  # noqa: F401  (a fixture)

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from core.errors import WinnowError
 from flows.config import parse_config
 from flows.curate import run_curation
 from pipelines.read import InputSpec, expand_inputs
 from pipelines.read_kernel import read_file
-from pipelines.stage import WinnowError
 
 from .conftest import DATA
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
+from core.errors import WinnowError
 from filters.heuristics import HeuristicsConfig, check
 from pipelines import heuristics
 from pipelines.heuristics import HeuristicsParams
 from pipelines.schema import DOCUMENT_SCHEMA
-from pipelines.stage import StageContext, WinnowError
+from pipelines.stage import StageContext
 
 PROSE = ("The history of the town is told in the records of the church and of the old mill by the "
          "river. That story has been written down with care by the families who have lived there "

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from core.errors import WinnowError
 from flows.config import parse_config
 from flows.curate import run_curation
 from flows.output import RECORD, read_record
 from pipelines.read import InputSpec, expand_inputs
 from pipelines.read_kernel import read_file
-from pipelines.stage import WinnowError
 
 from .conftest import DATA
 from .test_scorers import dclm_model  # noqa: F401  (a fixture)

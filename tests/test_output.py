@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from flows.output import RECORD, OutputError, claim, prepare, read_record
+from core.errors import OutputError
+from flows.output import RECORD, claim, prepare, read_record
 
 
 def test_a_new_or_empty_directory_gets_a_record_before_anything_else(tmp_path):

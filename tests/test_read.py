@@ -80,7 +80,7 @@ def test_names_that_are_not_utf8_stop_the_run_with_a_printable_line(tmp_path):
 
     import pytest
 
-    from pipelines.stage import WinnowError
+    from core.errors import WinnowError
 
     f = write_jsonl(tmp_path / "a.jsonl", [{"text": "one"}])
     bad = os.fsdecode(b"web\xff")  # how Python hands over a command-line argument that is not UTF-8

@@ -9,9 +9,9 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.errors import WinnowError
 from pipelines.read import InputSpec, expand_inputs, infer_format
 from pipelines.read_kernel import FileTask, derived_id, file_fingerprint, read_file
-from pipelines.stage import WinnowError
 
 
 def rows(path, fmt="jsonl", **kw):

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
+from core.errors import WinnowError
 from filters.dclm import DclmScorer
 from filters.heuristics import RULES, HeuristicsScorer
 from filters.langid import LangIdScorer
@@ -17,7 +18,7 @@ from pipelines import read, score, select
 from pipelines.read import InputSpec, ReadParams
 from pipelines.score import ScoreParams
 from pipelines.select import SelectParams
-from pipelines.stage import StageContext, WinnowError
+from pipelines.stage import StageContext
 
 from .conftest import DATA
 from .test_flow import pool_slice  # noqa: F401  (a fixture)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import zstandard
 
-from filters.base import ScorerError, ScorerSpec, load_scorer
+from core.errors import ScorerError
+from filters.base import ScorerSpec, load_scorer
 from filters.dclm import CC, HQ, BigramCounter, DclmScorer, DclmTrainParams, roc_auc, to_line
 from filters.langid import LangIdScorer
 
@@ -149,7 +150,7 @@ def test_scorer_specs_parse_and_save_load(tmp_path):
 
 
 def test_a_scorer_name_is_a_column_name_not_a_path():
-    from filters.base import ScorerError
+    from core.errors import ScorerError
 
     for bad in ("../../x", "a/b", "a.b", "", "x" * 65):
         with pytest.raises(ScorerError, match="letters, digits and _"):

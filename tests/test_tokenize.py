@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
+from core.errors import WinnowError
 from pipelines import read, tokenize
 from pipelines.read import InputSpec, ReadParams
-from pipelines.stage import StageContext, WinnowError
+from pipelines.stage import StageContext
 from pipelines.tokenize import EOT, TokenizeParams, load_tokenizer, train_tokenizer
 
 from .test_flow import pool_slice  # noqa: F401  (a fixture)

@@ -1,0 +1,1 @@
+"""Foundations every other package may import: errors and parameter fields. Standard library only."""
