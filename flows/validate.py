@@ -121,7 +121,7 @@ def _sub_config(cfg: RunConfig, output: Path, stages: list[dict[str, Any]], inpu
 
 def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) -> dict[str, Any]:
     """Steps 2-6 of the module docstring from `base` (Parquet), or steps 1-6 when it is None."""
-    from pipelines.tokenize import _sample_texts, train_tokenizer
+    from pipelines.tokenize import sample_texts, train_tokenizer
     from training.loop import TrainConfig, train
 
     from .curate import run_curation
@@ -153,7 +153,7 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
         shutil.copyfile(v.tokenizer, tokenizer)
     else:
         frame = spark.read.parquet(base)
-        train_tokenizer(_sample_texts(frame, 20_000, cfg.seed), v.vocab_size).save(tokenizer)
+        train_tokenizer(sample_texts(frame, 20_000, cfg.seed), v.vocab_size).save(tokenizer)
     lo, hi = _buckets(v.buckets)
     heldout = root / "heldout"
     run_curation(_sub_config(cfg, heldout, [

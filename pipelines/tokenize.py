@@ -81,7 +81,7 @@ def train_tokenizer(texts, vocab_size: int, eot: str = EOT):
     return tok
 
 
-def _sample_texts(df: DataFrame, n: int, seed: int) -> Iterator[str]:
+def sample_texts(df: DataFrame, n: int, seed: int) -> Iterator[str]:
     rows = df.where(F.col("text").isNotNull()).orderBy(F.xxhash64("id", F.lit(seed)), "id").limit(n)
     for row in rows.select("text").toLocalIterator():
         yield row["text"]
@@ -120,7 +120,7 @@ def apply(df: DataFrame, params: TokenizeParams, ctx: StageContext) -> StageResu
         tok = load_tokenizer(path, params.eot)
         trained = False
     else:
-        tok = train_tokenizer(_sample_texts(df, params.sample_docs, params.seed), params.vocab_size, params.eot)
+        tok = train_tokenizer(sample_texts(df, params.sample_docs, params.seed), params.vocab_size, params.eot)
         out_dir = Path(params.output) if params.output else Path(tempfile.mkdtemp(prefix="winnow-tokenizer-"))
         out_dir.mkdir(parents=True, exist_ok=True)
         path = str(out_dir / "tokenizer.json")
