@@ -1,5 +1,5 @@
 """The DCLM quality classifier: a fastText binary classifier, high-quality reference text against
-the raw pool (METHODS.md §1.2; Li et al. 2024, DataComp-LM, App. J.1).
+the raw pool (Li et al. 2024, DataComp-LM, arXiv:2406.11794, App. J.1).
 
 - Labels `__label__hq` (positives) and `__label__cc` (negatives), one example per line.
 - Text to line, at training and at scoring alike: `" ".join(text.strip().splitlines())`; no
@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from core.errors import ScorerError
+from core.params import param
 
 from . import registry
 from .base import ScorerSpec, fasttext_quiet, load_fasttext, no_options
@@ -47,15 +48,20 @@ def to_line(text: str) -> str:
 
 @dataclass(frozen=True)
 class DclmTrainParams:
-    word_ngrams: int = 2
-    lr: float = 0.1
-    dim: int = 100
-    ws: int = 5
-    epoch: int = 5
-    min_count: int = 1
-    bucket: int | None = None   # None: sized from the training set's distinct bigrams (see module doc)
-    threads: int = 2            # fastText's own default is cpu_count() - 1; >1 is faster, not bit-reproducible
-    seed: int = 0
+    """fastText's settings for the DCLM classifier: DCLM's (Li et al. 2024, App. J.1), which are
+    fastText's defaults except wordNgrams 2; `bucket` and `threads` are Winnow's (module doc)."""
+
+    word_ngrams: int = param(2, metavar="N", help="word n-grams (DCLM: bigrams)")
+    lr: float = param(0.1, help="learning rate")
+    dim: int = param(100, help="size of the word vectors")
+    ws: int = param(5, help="context window (fastText's; unused by a supervised model)")
+    epoch: int = param(5, help="passes over the training file")
+    min_count: int = param(1, metavar="N", help="words seen fewer times are dropped")
+    bucket: int | None = param(None, metavar="ROWS", help="hash rows for word n-grams (default: sized from "
+                               "the training set's distinct bigrams, four per row; see README)")
+    threads: int = param(2, help="fastText threads: more is faster, but only 1 trains the same model "
+                         "twice (fastText's own default is cpu_count() - 1)")
+    seed: int = param(0, help="fastText's seed")
 
     def __post_init__(self) -> None:
         for name in ("word_ngrams", "dim", "ws", "epoch", "min_count", "threads"):
@@ -89,15 +95,15 @@ class BigramCounter:
         return int(min(MAX_BUCKET, max(MIN_BUCKET, 1 << math.ceil(math.log2(want)))))
 
 
-def write_training_line(out, label: str, text: str, counter: BigramCounter | None = None) -> bool:
-    """Write one `label text` line; False (nothing written) for a text with no words."""
-    line = to_line(text)
-    if not line.strip():
-        return False
-    out.write(f"{label} {line}\n")
-    if counter is not None:
-        counter.add(line)
-    return True
+def bucket_for_file(path: str | Path) -> int:
+    """The `bucket` for a training file of `label text` lines, from its distinct word bigrams."""
+    counter = BigramCounter()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            counter.add(line.partition(" ")[2])
+            if counter.full:
+                break
+    return counter.bucket()
 
 
 class DclmScorer:
@@ -134,9 +140,9 @@ class DclmScorer:
         return np.clip(np.where(top_hq, p, 1.0 - p), 0.0, 1.0).astype(np.float32)
 
     @classmethod
-    def train_file(cls, path: str | Path, params: DclmTrainParams = DclmTrainParams(),
-                   bucket: int | None = None) -> "DclmScorer":
-        """Train on a fastText training file of `__label__hq ...` / `__label__cc ...` lines."""
+    def train_file(cls, path: str | Path, params: DclmTrainParams = DclmTrainParams()) -> "DclmScorer":
+        """Train on a fastText training file of `__label__hq ...` / `__label__cc ...` lines; `bucket`
+        is sized from the file's distinct bigrams unless `params.bucket` is set."""
         labels = _labels_in(path)
         if labels != {HQ, CC}:
             missing = sorted({HQ, CC} - labels)
@@ -147,7 +153,7 @@ class DclmScorer:
             model = ft.train_supervised(
             input=str(path), lr=params.lr, dim=params.dim, ws=params.ws, epoch=params.epoch,
             minCount=params.min_count, wordNgrams=params.word_ngrams, loss="softmax",
-            bucket=params.bucket or bucket or MIN_BUCKET, thread=params.threads, seed=params.seed,
+            bucket=params.bucket or bucket_for_file(path), thread=params.threads, seed=params.seed,
             verbose=0,
             )
         except RuntimeError as exc:  # "Encountered NaN": a tiny, perfectly separable set
@@ -161,13 +167,14 @@ class DclmScorer:
         """Train from texts in memory (small sets; `winnow train-scorer` streams from Spark)."""
         rows = [(HQ, t) for t in positives] + [(CC, t) for t in negatives]
         random.Random(params.seed).shuffle(rows)  # SGD must not see all of one label first
-        counter = BigramCounter()
         fd, tmp = tempfile.mkstemp(suffix=".txt", prefix="dclm-train-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 for label, text in rows:
-                    write_training_line(out, label, text, counter)
-            return cls.train_file(tmp, params, bucket=counter.bucket())
+                    line = to_line(text)
+                    if line.strip():
+                        out.write(f"{label} {line}\n")
+            return cls.train_file(tmp, params)
         finally:
             os.unlink(tmp)
 
@@ -215,7 +222,7 @@ registry.register(registry.ScorerKind(
     build=build,
     trainer=registry.LabelledTrainer(
         params=DclmTrainParams, positive=HQ, negative=CC, to_line=to_line,
-        fit=lambda path, params: DclmScorer.train_file(path, params),
+        fit=DclmScorer.train_file,
         describe=lambda scorer: scorer.describe(),
         summary="Train the DCLM fastText classifier (Li et al. 2024, DataComp-LM, App. J.1): "
         f"{HQ} for positives, {CC} for negatives, wordNgrams 2, lr 0.1, dim 100, epoch 5; text lines "

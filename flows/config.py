@@ -46,8 +46,9 @@ class WriteConfig(_Strict):
     columns: list[str] = Field(default_factory=list)
 
 
-class TrainConfig(_Strict):
-    """A scorer the flow trains before it reads its inputs ([[train]]); only `dclm` for now."""
+class ScorerTrainConfig(_Strict):
+    """A scorer the flow trains before it reads its inputs ([[train]]): any kind with a trainer in
+    filters/registry.py (today `dclm`)."""
 
     kind: str = "dclm"
     output: str                          # the model file; "{output}" is the run's output directory
@@ -56,7 +57,7 @@ class TrainConfig(_Strict):
     max_per_class: int = Field(default=200_000, ge=2)
     heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     seed: int | None = None              # default: the run's seed
-    fasttext: dict[str, Any] = Field(default_factory=dict)  # DclmTrainParams fields: epoch, lr, dim, bucket, ...
+    params: dict[str, Any] = Field(default_factory=dict)  # the kind's training parameters (dclm: DclmTrainParams)
 
 
 class VariantConfig(_Strict):
@@ -92,7 +93,7 @@ class RunConfig(_Strict):
     seed: int = 0
     overwrite: bool = False
     inputs: list[InputConfig] = Field(min_length=1)
-    train: list[TrainConfig] = Field(default_factory=list)
+    train: list[ScorerTrainConfig] = Field(default_factory=list)
     stages: list[dict[str, Any]] = Field(default_factory=list)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     write: WriteConfig = Field(default_factory=WriteConfig)
@@ -182,8 +183,6 @@ def parse_config(data: dict[str, Any], base_dir: Path, origin: str = "config") -
         raise ConfigError(f"{origin}: {exc}") from None
     validate = cfg.validate_
     if validate is not None:
-        from .validate import check_validate
-
         validate = validate.model_copy(update={
             "heldout": [h.model_copy(update={"path": _resolve(h.path, base_dir)}) for h in validate.heldout],
             "tokenizer": _resolve(validate.tokenizer, base_dir) if validate.tokenizer else None,
@@ -216,16 +215,16 @@ def _resolve_stage_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def train_specs(cfg: RunConfig) -> list:
     """The [[train]] entries as `flows.train.TrainSpec`s, with `{output}` and "inputs" filled in."""
-    from filters.dclm import DclmTrainParams
+    from filters import registry
 
     from .train import TrainSpec
 
     out = []
     for i, t in enumerate(cfg.train):
         try:
-            params = DclmTrainParams(**t.fasttext)
+            params = registry.trainer(t.kind).params(**t.params)
         except (TypeError, ScorerError) as exc:
-            raise ConfigError(f"'train[{i}].fasttext': {exc}") from None
+            raise ConfigError(f"'train[{i}]': {exc}") from None
         negatives = [i.path for i in cfg.inputs] if t.negatives == "inputs" else t.negatives
         out.append(TrainSpec(kind=t.kind, output=t.output.replace("{output}", cfg.output),
                              positives=tuple(t.positives), negatives=tuple(negatives),
@@ -321,3 +320,68 @@ def config_for_inputs(inputs: list[str], output: str, domain: str | None = None,
     """A config with no file: the given inputs, no middle stages (for `winnow run --input` without CONFIG)."""
     base = RunConfig.model_validate({"output": output, "inputs": [{"path": "-", "source": "-"}]})
     return with_overrides(base, inputs=inputs, domain=domain, domain_field=domain_field, output=output)
+
+
+# --------------------------------------------------------------------------------------------
+# The [validate] table (run by flows/validate.py)
+
+_BEFORE = ("select", "tokenize", "decompose", "export")
+
+
+def base_stage(cfg: RunConfig) -> str | None:
+    """The label of the stage the variants start from (None: the read documents)."""
+    labels = [(p.name, p.label) for p in plans(cfg)]
+    v = cfg.validate_
+    if v is not None and v.after is not None:
+        known = [label for _, label in labels] + ["read"]
+        if v.after not in known:
+            raise WinnowError(f"validate.after: no stage labelled {v.after!r} (stages: {', '.join(known)})")
+        return None if v.after == "read" else v.after
+    base = None
+    for name, label in labels:
+        if name in _BEFORE:
+            break
+        base = label
+    return base
+
+
+def check_validate(cfg: RunConfig) -> None:
+    """Errors a [validate] table can have, found before anything runs."""
+    from training.loop import TrainConfig
+    from training.model import model_config
+
+    v = cfg.validate_
+    assert v is not None
+    parse_buckets(v.buckets, "validate.buckets")
+    base_stage(cfg)
+    names = [x.name for x in v.variants]
+    if len(set(names)) != len(names):
+        raise WinnowError(f"validate.variants: names must be unique, got {names}")
+    for i, variant in enumerate(v.variants):
+        parse_config({"output": "/", "inputs": [{"path": "/", "source": "x"}],
+                      "stages": variant.stages + variant_tail_stages(variant, v, "/t.json")}, Path("/"),
+                     f"validate.variants[{i}]")
+        if variant.schedule is not None:
+            from mixers.schedule import Schedule
+
+            try:
+                Schedule.from_json(variant.schedule)
+            except (ValueError, TypeError) as exc:
+                raise WinnowError(f"validate.variants[{i}].schedule: {exc}") from None
+    try:
+        model_config(1000, **v.model)
+        TrainConfig(data="", output="", tokens=v.tokens, tokens_per_batch=v.tokens_per_batch, **v.train)
+    except (ValueError, TypeError) as exc:
+        raise WinnowError(f"validate: {exc}") from None
+
+
+def variant_tail_stages(variant: VariantConfig, v: ValidateConfig, tokenizer: str) -> list[dict[str, Any]]:
+    lo, hi = parse_buckets(v.buckets, "validate.buckets")
+    stages: list[dict[str, Any]] = [{"stage": "tokenize", "tokenizer": tokenizer}]
+    if variant.layout == "decomposition":
+        # remainders below the smallest bucket are not trained on: dropped and counted in the manifest
+        stages.append({"stage": "decompose", "min_log2": lo, "max_log2": hi, "tail": "drop"})
+        stages.append({"stage": "export", "by_domain": variant.schedule is not None})
+    else:
+        stages.append({"stage": "export", "layout": "concat", "seq_len": variant.seq_len})
+    return stages

@@ -159,14 +159,14 @@ def _train_and_check(cfg: RunConfig, spark, progress) -> list[dict[str, Any]]:
     """Train the [[train]] scorers, then load every configured scorer: before any input is read."""
     from pipelines.score import check_scorers
 
-    from .train import train_dclm
+    from .train import train_scorer
 
     reports = []
     for spec in train_specs(cfg):
         claim(cfg.output, spec.output)  # recorded when it is inside the output directory
         if progress:
             progress.stage_started(f"train {spec.kind}")
-        report = train_dclm(spark, spec, log=lambda *a: None)
+        report = train_scorer(spark, spec, log=lambda *a: None)
         reports.append(report)
         if progress and hasattr(progress, "training_finished"):
             progress.training_finished(f"train {spec.kind}", report)

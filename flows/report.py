@@ -117,11 +117,13 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
     training = manifest.get("training") or []
     if training:
         lines += ["", "## Trained scorers", ""]
-        lines += ["| kind | model | positives | negatives | bucket | MB | held-out ROC-AUC | seconds |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| kind | model | positives | negatives | MB | held-out ROC-AUC | seconds | model facts |",
+                  "|---|---|---:|---:|---:|---:|---:|---|"]
         for t in training:
+            facts = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                              for k, v in t.get("model", {}).items() if isinstance(v, (int, float, str)))
             lines.append(f"| {t['kind']} | `{t['output']}` | {t['positives']['trained']:,} | {t['negatives']['trained']:,} "
-                         f"| {t['bucket']:,} | {t['model_bytes'] / 1e6:.1f} | {t['heldout_roc_auc']} | {t['seconds']} |")
+                         f"| {t['model_bytes'] / 1e6:.1f} | {t['heldout_roc_auc']} | {t['seconds']} | {facts} |")
     removed = [r for r in records if r.removed_path]
     if removed:
         lines += ["", "## Removed rows", ""]

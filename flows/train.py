@@ -1,100 +1,125 @@
-"""Training scorers from corpora: `winnow train-scorer dclm` and a flow config's [[train]] steps.
+"""Training scorers from corpora: `winnow train-scorer KIND` and a flow config's [[train]] steps.
 
-Positives and negatives are read with the `read` stage (any format it takes), so bad records are
-counted, not fatal. Each side is capped at `max_per_class` documents, chosen by a seeded hash of
-the id (deterministic, no driver-side shuffle), and a held-out fraction of each side is kept out
-of training to measure ROC-AUC. Training lines stream from Spark to one local file
-(`toLocalIterator`, ordered by a seeded hash so the labels are interleaved): fastText trains in
-one process from one file, and the sample is bounded, never the whole corpus in memory.
+Any kind whose module registers a `LabelledTrainer` (filters/registry.py) trains here; DCLM's
+classifier is the one today. Positives and negatives are read with the `read` stage (any format
+it takes), so bad records are counted, not fatal. Each side is capped at `max_per_class`
+documents, chosen by a seeded hash of the id (deterministic, no driver-side shuffle), and a
+held-out fraction of each side is kept out of training to measure ROC-AUC. Training lines stream
+from Spark to one local file (`toLocalIterator`, ordered by a seeded hash so the labels are
+interleaved): fastText trains in one process from one file, and the sample is bounded, never the
+whole corpus in memory.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.errors import WinnowError
-from filters.dclm import CC, HQ, BigramCounter, DclmScorer, DclmTrainParams, roc_auc, write_training_line
+from core.errors import ConfigError, WinnowError
+from core.params import param
+from filters import registry
+from filters.dclm import roc_auc
 from pipelines.stage import StageContext
 from pipelines.train_sample import heldout_rows, labelled_sample, training_rows
 
-SCORE_BATCH = 2_000
+SCORE_BATCH = 2_000   # held-out texts scored per call: large enough to amortize the call, small in memory
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """One scorer to train: `kind` (only `dclm` is trainable here), where to save it, the data."""
+    """One scorer to train: its kind, where to save it, the data, and the kind's own parameters
+    (an instance of its trainer's parameter class; None: that class's defaults)."""
 
     kind: str
     output: str
     positives: tuple[str, ...]
     negatives: tuple[str, ...]
-    max_per_class: int = 200_000      # DCLM: 200k + 200k
-    heldout_fraction: float = 0.1
-    seed: int = 0
-    params: DclmTrainParams = field(default_factory=DclmTrainParams)
+    max_per_class: int = param(200_000, metavar="N", help="documents per label at most, chosen by a seeded "
+                               "hash of the id (DCLM trains on 200k + 200k; Li et al. 2024, App. J.1)")
+    heldout_fraction: float = param(0.1, metavar="F", flag="--heldout",
+                                    help="fraction of each side held out to measure ROC-AUC")
+    seed: int = param(0, help="seed of the sample, the held-out split and the trainer")
+    params: Any = None
 
     def __post_init__(self) -> None:
-        if self.kind != "dclm":
-            raise WinnowError(f"train: cannot train a {self.kind!r} scorer (trainable: dclm)")
+        trainer = registry.trainer(self.kind)  # an unknown or untrainable kind: one line
+        if self.params is None:
+            object.__setattr__(self, "params", trainer.params())
+        elif not isinstance(self.params, trainer.params):
+            raise ConfigError(f"train {self.kind}: params must be a {trainer.params.__name__}")
         if not self.positives or not self.negatives:
-            raise WinnowError("train dclm: give both positives and negatives")
+            raise ConfigError(f"train {self.kind}: give both positives and negatives")
         if self.max_per_class < 2:
-            raise WinnowError(f"train dclm: max_per_class must be >= 2, got {self.max_per_class}")
+            raise ConfigError(f"train {self.kind}: max_per_class must be >= 2, got {self.max_per_class}")
         if not 0.0 <= self.heldout_fraction < 1.0:
-            raise WinnowError(f"train dclm: heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+            raise ConfigError(f"train {self.kind}: heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
 
 
-def train_dclm(spark, spec: TrainSpec, log=print) -> dict[str, Any]:
-    """Train, save to `spec.output`, and return a report (counts, bucket, held-out ROC-AUC)."""
+def _score_heldout(scorer, rows, positive_label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the held-out rows and whether each is a positive."""
+    scores, labels, batch = [], [], []
+
+    def flush() -> None:
+        scores.append(scorer.score([t for _, t in batch]))
+        labels.extend(label == positive_label for label, _ in batch)
+        batch.clear()
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= SCORE_BATCH:
+            flush()
+    if batch:
+        flush()
+    held = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+    return held, np.array(labels, dtype=bool)
+
+
+def train_scorer(spark, spec: TrainSpec, log=print) -> dict[str, Any]:
+    """Train, save to `spec.output`, and return a report (counts, the model's facts, held-out ROC-AUC)."""
+    trainer = registry.trainer(spec.kind)
+    pos_label, neg_label = trainer.positive, trainer.negative
     start = time.perf_counter()
     ctx = StageContext(spark=spark, seed=spec.seed)
     try:
-        pos, n_pos, bad_pos = labelled_sample(ctx, spec.positives, HQ, spec.max_per_class, spec.heldout_fraction, spec.seed)
-        neg, n_neg, bad_neg = labelled_sample(ctx, spec.negatives, CC, spec.max_per_class, spec.heldout_fraction, spec.seed)
+        pos, n_pos, bad_pos = labelled_sample(ctx, spec.positives, pos_label, spec.max_per_class,
+                                              spec.heldout_fraction, spec.seed)
+        neg, n_neg, bad_neg = labelled_sample(ctx, spec.negatives, neg_label, spec.max_per_class,
+                                              spec.heldout_fraction, spec.seed)
         both = ctx.persist(pos.unionByName(neg))
-        counter = BigramCounter()
-        counts = {HQ: 0, CC: 0}
-        fd, tmp = tempfile.mkstemp(suffix=".txt", prefix="winnow-dclm-")
+        counts = {pos_label: 0, neg_label: 0}
+        fd, tmp = tempfile.mkstemp(suffix=".txt", prefix=f"winnow-{spec.kind}-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 for label, text in training_rows(both, spec.seed):
-                    if write_training_line(out, label, text, counter):
+                    line = trainer.to_line(text)
+                    if line.strip():  # a text with no words makes no training line
+                        out.write(f"{label} {line}\n")
                         counts[label] += 1
-            if not counts[HQ] or not counts[CC]:
-                raise WinnowError(f"train dclm: no training {'positives' if not counts[HQ] else 'negatives'} "
+            if not counts[pos_label] or not counts[neg_label]:
+                raise WinnowError(f"train {spec.kind}: no training {'positives' if not counts[pos_label] else 'negatives'} "
                                   "left (empty inputs, or all held out)")
-            bucket = spec.params.bucket or counter.bucket()
-            log(f"training fastText on {counts[HQ]:,} positives and {counts[CC]:,} negatives, bucket {bucket:,}")
-            scorer = DclmScorer.train_file(tmp, spec.params, bucket=bucket)
+            log(f"training {spec.kind} on {counts[pos_label]:,} positives and {counts[neg_label]:,} negatives")
+            scorer = trainer.fit(tmp, spec.params)
         finally:
             os.unlink(tmp)
         Path(spec.output).parent.mkdir(parents=True, exist_ok=True)
         scorer.save(spec.output)
-        scores, labels = [], []
-        batch: list[tuple[str, str]] = []
-        for label, text in heldout_rows(both):
-            batch.append((label, text))
-            if len(batch) >= SCORE_BATCH:
-                scores.append(scorer.score([t for _, t in batch])); labels += [lab == HQ for lab, _ in batch]
-                batch = []
-        if batch:
-            scores.append(scorer.score([t for _, t in batch])); labels += [lab == HQ for lab, _ in batch]
-        held = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
-        positive = np.array(labels, dtype=bool)
+        held, positive = _score_heldout(scorer, heldout_rows(both), pos_label)
         auc = roc_auc(held, positive)
     finally:
         ctx.release()
     return {
-        "kind": "dclm", "output": str(spec.output),
-        "positives": {"documents": n_pos, "bad_records": bad_pos, "trained": counts[HQ], "heldout": int(positive.sum())},
-        "negatives": {"documents": n_neg, "bad_records": bad_neg, "trained": counts[CC], "heldout": int((~positive).sum())},
-        "bucket": bucket, "model_bytes": Path(spec.output).stat().st_size,
+        "kind": spec.kind, "output": str(spec.output),
+        "positives": {"documents": n_pos, "bad_records": bad_pos, "trained": counts[pos_label],
+                      "heldout": int(positive.sum())},
+        "negatives": {"documents": n_neg, "bad_records": bad_neg, "trained": counts[neg_label],
+                      "heldout": int((~positive).sum())},
+        "model": trainer.describe(scorer), "model_bytes": Path(spec.output).stat().st_size,
         "heldout_roc_auc": None if np.isnan(auc) else round(auc, 4),
         "params": asdict(spec.params), "seconds": round(time.perf_counter() - start, 1),
     }

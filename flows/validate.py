@@ -36,80 +36,10 @@ from typing import Any
 from core.errors import WinnowError
 from mixers.dirnames import dir_name, inside
 
-from .config import RunConfig, ValidateConfig, parse_buckets, plans
+from .config import RunConfig, base_stage, parse_buckets, parse_config, plans, variant_tail_stages
 from .output import claim
 
-_BEFORE = ("select", "tokenize", "decompose", "export")
-
-
-def _buckets(text: str) -> tuple[int, int]:
-    return parse_buckets(text, "validate.buckets")
-
-
-def base_stage(cfg: RunConfig) -> str | None:
-    """The label of the stage the variants start from (None: the read documents)."""
-    labels = [(p.name, p.label) for p in plans(cfg)]
-    v = cfg.validate_
-    if v is not None and v.after is not None:
-        known = [label for _, label in labels] + ["read"]
-        if v.after not in known:
-            raise WinnowError(f"validate.after: no stage labelled {v.after!r} (stages: {', '.join(known)})")
-        return None if v.after == "read" else v.after
-    base = None
-    for name, label in labels:
-        if name in _BEFORE:
-            break
-        base = label
-    return base
-
-
-def check_validate(cfg: RunConfig) -> None:
-    """Errors a [validate] table can have, found before anything runs."""
-    from training.loop import TrainConfig
-    from training.model import model_config
-
-    from .config import parse_config
-
-    v = cfg.validate_
-    assert v is not None
-    _buckets(v.buckets)
-    base_stage(cfg)
-    names = [x.name for x in v.variants]
-    if len(set(names)) != len(names):
-        raise WinnowError(f"validate.variants: names must be unique, got {names}")
-    for i, variant in enumerate(v.variants):
-        parse_config({"output": "/", "inputs": [{"path": "/", "source": "x"}],
-                      "stages": variant.stages + _tail_stages(variant, v, "/t.json")}, Path("/"),
-                     f"validate.variants[{i}]")
-        if variant.schedule is not None:
-            from mixers.schedule import Schedule
-
-            try:
-                Schedule.from_json(variant.schedule)
-            except (ValueError, TypeError) as exc:
-                raise WinnowError(f"validate.variants[{i}].schedule: {exc}") from None
-    try:
-        model_config(1000, **v.model)
-        TrainConfig(data="", output="", tokens=v.tokens, tokens_per_batch=v.tokens_per_batch, **v.train)
-    except (ValueError, TypeError) as exc:
-        raise WinnowError(f"validate: {exc}") from None
-
-
-def _tail_stages(variant, v: ValidateConfig, tokenizer: str) -> list[dict[str, Any]]:
-    lo, hi = _buckets(v.buckets)
-    stages: list[dict[str, Any]] = [{"stage": "tokenize", "tokenizer": tokenizer}]
-    if variant.layout == "decomposition":
-        # remainders below the smallest bucket are not trained on: dropped and counted in the manifest
-        stages.append({"stage": "decompose", "min_log2": lo, "max_log2": hi, "tail": "drop"})
-        stages.append({"stage": "export", "by_domain": variant.schedule is not None})
-    else:
-        stages.append({"stage": "export", "layout": "concat", "seq_len": variant.seq_len})
-    return stages
-
-
 def _sub_config(cfg: RunConfig, output: Path, stages: list[dict[str, Any]], inputs=None) -> RunConfig:
-    from .config import parse_config
-
     data = cfg.model_dump(mode="json", by_alias=True)
     data.update({"output": str(output), "overwrite": True, "stages": stages, "train": [], "validate": None,
                  "write": {"columns": ["id", "source", "domain", "n_tokens", "dropped_tokens"]}})
@@ -154,7 +84,7 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
     else:
         frame = spark.read.parquet(base)
         train_tokenizer(sample_texts(frame, 20_000, cfg.seed), v.vocab_size).save(tokenizer)
-    lo, hi = _buckets(v.buckets)
+    lo, hi = parse_buckets(v.buckets, "validate.buckets")
     heldout = root / "heldout"
     run_curation(_sub_config(cfg, heldout, [
         {"stage": "tokenize", "tokenizer": tokenizer},
@@ -166,7 +96,7 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
     runs: dict[str, list[dict[str, Any]]] = {}
     for variant in v.variants:
         data = inside(root, "variants", dir_name(variant.name))
-        summary = run_curation(_sub_config(cfg, data, variant.stages + _tail_stages(variant, v, tokenizer)),
+        summary = run_curation(_sub_config(cfg, data, variant.stages + variant_tail_stages(variant, v, tokenizer)),
                                spark=spark, progress=progress, start=base)
         export = next(r for r in summary.stages if r.stage == "export").stats
         runs[variant.name] = []

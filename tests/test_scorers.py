@@ -126,7 +126,6 @@ def test_langid_gives_the_probability_of_the_configured_language():
     assert s.dtype == np.float32 and s[0] > 0.8 and s[1] < 0.1
     fr = load_scorer(ScorerSpec.parse("langid=fr"))
     assert fr.score(texts[:2])[1] > 0.8
-    assert en.top(texts[1:2])[0][0] == "fr"
     with pytest.raises(ScorerError, match="not one of the model's"):
         LangIdScorer("klingon")
 
