@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.errors import WinnowError
+from core.params import param
 
 from .stage import StageContext, StageResult
 
@@ -40,11 +41,13 @@ CHUNK_SPARK = T.StructType([T.StructField("bucket", T.IntegerType()), T.StructFi
 
 @dataclass(frozen=True)
 class DecomposeParams:
-    min_log2: int = 8
-    max_log2: int = 13
-    tail: str = "keep"
-    share_boundary: bool = False
-    seed: int = 0
+    min_log2: int = param(8, metavar="LO", help="smallest bucket exponent: chunks of 2**LO + 1 tokens")
+    max_log2: int = param(13, metavar="HI", help="largest bucket exponent: chunks of 2**HI + 1 tokens")
+    tail: str = param("keep", choices=TAILS, metavar="HOW",
+                      help="remainders shorter than the smallest bucket: keep in bucket_tail, or drop and count")
+    share_boundary: bool = param(False, help="consecutive chunks of a document share their boundary token "
+                                 "(the last target of one is the first input of the next)")
+    seed: int = param(0, metavar="N", help="seed of the random splits of long documents")
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_log2 <= self.max_log2 <= 30:

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.errors import WinnowError
+from core.params import param
 from filters.text import NORMALIZATIONS, content_hashes
 
 from .stage import StageContext, StageResult
@@ -27,8 +28,11 @@ NAME = "dedup_exact"
 
 @dataclass(frozen=True)
 class DedupExactParams:
-    normalize: str = "whitespace"   # none | whitespace | aggressive (see filters/text.py)
-    per_source: bool = False        # dedup within each `source` only
+    normalize: str = param("whitespace", choices=tuple(NORMALIZATIONS), metavar="MODE",
+                           help="text normalization before hashing: none (the text as given), whitespace "
+                           "(NFC, runs of whitespace collapsed), aggressive (also lowercased, diacritics "
+                           "stripped, digits as 0, punctuation as spaces)")
+    per_source: bool = param(False, help="remove duplicates only within each source, not across sources")
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:

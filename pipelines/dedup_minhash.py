@@ -48,6 +48,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.errors import WinnowError
+from core.params import param
 
 from . import minhash_kernel as mk
 from .components import connected_components
@@ -59,17 +60,27 @@ CHECKS = ("signature", "exact", "none")
 
 @dataclass(frozen=True)
 class DedupMinhashParams:
-    threshold: float = 0.8          # Jaccard similarity of word n-gram shingle sets
-    num_perm: int = 256             # K, permutations per signature
-    ngram: int = 5                  # words per shingle (characters for scripts without spaces)
-    bands: int | None = None        # b; with rows, overrides the S-curve optimization
-    rows: int | None = None         # r
-    fp_weight: float = 0.02         # weight of the false-positive area when choosing b x r
-    check: str = "signature"        # signature | exact | none (see module docstring)
-    probes: int = 2                 # groupings of the K values into bands: 1 is plain LSH
-    seed: int = 1                   # permutation seed: same seed, same signatures everywhere
-    per_source: bool = False        # only documents of the same `source` are compared
-    score_column: str | None = None  # keep the highest score in a component, not the first
+    threshold: float = param(0.8, metavar="J",
+                             help="Jaccard similarity of word n-gram sets above which documents are "
+                             "near-duplicates")
+    num_perm: int = param(256, metavar="K", help="permutations per MinHash signature")
+    ngram: int = param(5, metavar="N",
+                       help="words per shingle (characters for scripts written without spaces)")
+    bands: int | None = param(None, metavar="B",
+                              help="LSH bands; with --rows, instead of the S-curve optimization")
+    rows: int | None = param(None, metavar="R", help="rows (values) per band; with --bands")
+    fp_weight: float = param(0.02, metavar="W",
+                             help="weight of the false-positive area when choosing bands x rows")
+    check: str = param("signature", choices=CHECKS, metavar="HOW",
+                       help="how LSH candidate pairs are confirmed: signature (signature agreement, exact "
+                       "Jaccard only for pairs near the threshold), exact (exact Jaccard for every pair), "
+                       "none (every candidate pair is a duplicate: plain LSH, as datasketch)")
+    probes: int = param(2, metavar="P", help="groupings of the signature values into bands (1 = plain LSH)")
+    seed: int = param(1, metavar="N", help="permutation seed: the same seed gives the same signatures everywhere")
+    per_source: bool = param(False, help="compare documents of the same source only")
+    score_column: str | None = param(None, metavar="COL",
+                                     help="keep the document with the highest COL in each component, "
+                                     "not the first")
 
     def __post_init__(self) -> None:
         p = f"{NAME}."

@@ -34,6 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.errors import WinnowError
+from core.params import param
 from mixers.dirnames import dir_name
 
 from .shards import write_datasets
@@ -45,12 +46,18 @@ LAYOUTS = ("decomposition", "concat")
 
 @dataclass(frozen=True)
 class ExportParams:
-    layout: str = "decomposition"
-    seq_len: int = 2048              # concat layout: inputs per window
-    by_domain: bool = False
-    shard_rows: int = 100_000
-    mixture: str | None = None       # JSON file: weights, budget, max_repeats, schedule
-    tokenizer: str | None = None     # copied beside the shards; default: <output>/tokenizer.json if there
+    layout: str = param("decomposition", choices=LAYOUTS, metavar="LAYOUT",
+                        help="decomposition (one dataset per bucket, after decompose) or the "
+                        "concat-and-chunk baseline (after tokenize)")
+    seq_len: int = param(2048, metavar="N", help="concat layout: inputs per window")
+    by_domain: bool = param(False, help="one dataset per domain and bucket")
+    shard_rows: int = param(100_000, metavar="N", help="rows per shard file")
+    mixture: str | None = param(None, metavar="FILE",
+                                help='JSON {"weights": {domain: w}, "budget": tokens, "max_repeats": r, '
+                                '"schedule": {...}}; implies by_domain')
+    tokenizer: str | None = param(None, metavar="PATH",
+                                  help="tokenizer.json copied beside the shards; none: the output "
+                                  "directory's tokenizer.json, if there is one")
     output: str = ""                 # set by the flow
 
     def __post_init__(self) -> None:

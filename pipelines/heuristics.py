@@ -12,7 +12,7 @@ judged once, removed with the first failing rule as its reason.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.errors import WinnowError
+from core.params import param
 from filters.heuristics import LINE_MODIFIERS, RULES, HeuristicsConfig, check
 
 from .stage import StageContext, StageResult
@@ -30,11 +31,20 @@ NAME = "heuristics"
 
 @dataclass(frozen=True)
 class HeuristicsParams:
-    rules: tuple[str, ...] = tuple(RULES)
-    line_modifiers: tuple[str, ...] = ("refinedweb",)
-    thresholds: dict[str, int | float | bool] = field(default_factory=dict)
-    domains: tuple[str, ...] = ()
-    rewrite: bool = True
+    rules: tuple[str, ...] = param(tuple(RULES), choices=tuple(RULES), metavar="RULE",
+                                   help="the rules to apply, by name (filters/heuristics.py); a document "
+                                   "is removed with the first one it fails")
+    line_modifiers: tuple[str, ...] = param(("refinedweb",), choices=LINE_MODIFIERS, metavar="NAME",
+                                            help="line filters that rewrite the text before the rules: "
+                                            "refinedweb, c4 (C4's line filter)")
+    thresholds: dict[str, int | float | bool] = param(
+        default_factory=dict, metavar="NAME=VALUE",
+        help="rule limits overridden by their HeuristicsConfig field names, e.g. min_words=20")
+    domains: tuple[str, ...] = param((), metavar="DOMAIN",
+                                     help="judge only documents of these domains; the others pass "
+                                     "unjudged (empty: every domain)")
+    rewrite: bool = param(True, help="keep the text as the line modifiers rewrote it (as DCLM), "
+                          "not the original")
 
     def __post_init__(self) -> None:
         self.config()

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from core.errors import WinnowError
+from core.params import param
 
 from .read_kernel import FORMATS, FileTask, file_fingerprint, read_tasks
 from .schema import DOCUMENT_SCHEMA, READ_SCHEMA
@@ -30,13 +31,18 @@ _COMPRESSIONS = ("", ".gz", ".zst", ".zstd")
 class InputSpec:
     """One declared input: a file, a directory of files, a glob, or a saved `datasets` directory."""
 
-    path: str
-    source: str
-    domain: str = "default"
-    format: str | None = None      # jsonl | parquet | datasets; inferred from the path when None
-    text_field: str = "text"
-    id_field: str = "id"
-    domain_field: str = ""         # records' own domain, where they carry one (falls back to domain)
+    path: str = param(help="an input file, directory, glob or saved `datasets` directory", metavar="PATH")
+    source: str = param(help="the source name of these documents (the `source` column)", metavar="NAME")
+    domain: str = param("default", metavar="NAME", help="domain of the inputs")
+    format: str | None = param(None, choices=FORMATS, metavar="FORMAT",
+                               help="jsonl, parquet or datasets; none: inferred from the path")
+    text_field: str = param("text", metavar="FIELD", help="the records' field holding the text")
+    id_field: str = param("id", metavar="FIELD",
+                          help="the records' field holding the document id (a record without one gets an "
+                          "id derived from its source, file and position)")
+    domain_field: str = param("", metavar="FIELD",
+                              help="records' own domain: a string field of each record (e.g. domain), "
+                              "else the input's domain")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.errors import WinnowError
+from core.params import param
 from filters.base import ScorerSpec, load_scorer
 
 from .spark import file_identity, ship_file
@@ -37,7 +38,11 @@ BINS = 20
 
 @dataclass(frozen=True)
 class ScoreParams:
-    scorers: tuple[dict[str, Any], ...] = ()   # tables {kind, model, name, <options>}
+    scorers: tuple[dict[str, Any], ...] = param(
+        (), metavar="SPEC",
+        help="scorers, each a table {kind, model, name, <options>}: kind heuristics, dclm or langid; "
+        "model a file (dclm: a model from `winnow train-scorer dclm`; {output} is the run's output "
+        "directory) or, for langid, a language; name the column suffix (score_<name>)")
     output: str = ""                           # set by the flow: `{output}` in model paths
 
     def __post_init__(self) -> None:

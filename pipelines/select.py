@@ -28,6 +28,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from core.errors import WinnowError
+from core.params import param
 
 from .stage import StageContext, StageResult
 
@@ -37,14 +38,24 @@ RANK_POINTS = 1000
 
 @dataclass(frozen=True)
 class SelectParams:
-    score: str | tuple[str, ...] = ()
-    weights: tuple[float, ...] = ()
-    threshold: float | None = None
-    top_fraction: float | None = None
-    top_char_fraction: float | None = None
-    random_fraction: float | None = None
-    seed: int = 0
-    mark: bool = False       # keep every row and add a boolean `selected` column instead of removing
+    score: str | tuple[str, ...] = param(
+        (), metavar="COL",
+        help="score column to select on, e.g. score_dclm; several: their percentile ranks are "
+        "averaged into score_combined")
+    weights: tuple[float, ...] = param((), metavar="W",
+                                       help="weights of the score columns' ranks, one per column "
+                                       "(empty: equal weights)")
+    threshold: float | None = param(None, metavar="T", help="keep documents with score >= T")
+    top_fraction: float | None = param(None, metavar="F", help="keep the best fraction F of documents")
+    top_char_fraction: float | None = param(None, metavar="F",
+                                            help="keep the best documents until they hold fraction F of "
+                                            "all characters")
+    random_fraction: float | None = param(None, metavar="F",
+                                          help="keep a random fraction F of documents (chosen by a seeded "
+                                          "hash of the id): the baseline")
+    seed: int = param(0, metavar="N", help="seed of random_fraction's hash")
+    mark: bool = param(False, help="keep every row and add a boolean `selected` column instead of "
+                       "removing the rows not selected")
 
     def __post_init__(self) -> None:
         rules = [n for n in ("threshold", "top_fraction", "top_char_fraction", "random_fraction")

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.errors import WinnowError
+from core.params import param
 
 from .spark import ship_file
 from .stage import StageContext, StageResult
@@ -37,11 +38,13 @@ EOT = "<|endoftext|>"
 
 @dataclass(frozen=True)
 class TokenizeParams:
-    tokenizer: str | None = None   # a tokenizer.json; None: train byte-level BPE on a sample
-    vocab_size: int = 8192
-    sample_docs: int = 20_000
-    eot: str = EOT
-    seed: int = 0
+    tokenizer: str | None = param(None, metavar="PATH",
+                                  help="a tokenizers tokenizer.json to use as is; none: train byte-level BPE on a sample")
+    vocab_size: int = param(8192, metavar="N", help="vocabulary of a trained tokenizer")
+    sample_docs: int = param(20_000, metavar="N", help="documents a tokenizer is trained on")
+    eot: str = param(EOT, metavar="TOKEN",
+                     help="end-of-text token appended to every document (a special token of the vocabulary)")
+    seed: int = param(0, metavar="N", help="seed of the tokenizer's training sample")
     output: str = ""               # set by the flow: where a trained tokenizer is saved
 
     def __post_init__(self) -> None:

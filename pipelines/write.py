@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from core.errors import WinnowError
+from core.params import param
 
 from .stage import StageContext, StageResult
 
@@ -24,9 +25,12 @@ COMPRESSIONS = ("snappy", "zstd", "gzip", "none")
 @dataclass(frozen=True)
 class WriteParams:
     path: str = ""                       # set by the flow: <output>/kept
-    compression: str = "zstd"
-    max_records_per_file: int = 100_000  # 0: no limit
-    columns: tuple[str, ...] = ()        # columns to write (fnmatch patterns such as "score_*"); () = all
+    compression: str = param("zstd", choices=COMPRESSIONS, metavar="CODEC",
+                             help="Parquet compression of the kept rows")
+    max_records_per_file: int = param(100_000, metavar="N", help="rows per Parquet file at most (0: no limit)")
+    columns: tuple[str, ...] = param((), metavar="PATTERN",
+                                     help='columns to write, as fnmatch patterns such as "score_*" '
+                                     "(empty: every column)")
 
     def __post_init__(self) -> None:
         if self.compression not in COMPRESSIONS:
