@@ -10,7 +10,7 @@ import datasets
 import numpy as np
 import pytest
 
-from mixers.sampler import ConcatSampler, VariableLengthSampler, torch_dataset
+from mixers.sampler import ConcatSampler, VariableLengthSampler
 
 BUCKETS = {3: 40, 4: 30, 5: 21, 6: 13}  # rows per bucket; leftovers with 64 tokens per batch
 TPB = 64  # multiple of 2**6
@@ -310,7 +310,7 @@ def test_domain_directories_with_encoded_names_are_read_by_domain_name(tmp_path)
     domain names: %-encoded directories decode by themselves, cut ones through the manifest's
     domain_dirs (and stay as they are without it)."""
     from mixers.dirnames import dir_name
-    from mixers.sampler import domain_dirs
+    from mixers.exported import domain_dirs
 
     long = "news/" + "é" * 40  # encoded longer than 120 characters: cut, with a hash
     cut = dir_name(long)
@@ -353,6 +353,8 @@ def test_shards_that_disagree_with_the_manifest_are_refused(tmp_path):
 def test_torch_dataloader_keeps_the_order_with_workers(export):
     import torch
     from torch.utils.data import DataLoader
+
+    from training.loader import torch_dataset
 
     root, _ = export
     sampler = VariableLengthSampler(root, TPB, seed=6)

@@ -15,7 +15,7 @@
   epochs reached, tokens available and skipped (leftovers, tails), from the plan alone.
 - Domains are named by their names, not their directories: an export writes a domain under
   `mixers.dirnames.dir_name(domain)` (encoded when the name is not plain), and
-  `export_domain_dirs` maps each directory back (`mixers.sampler.domain_dirs`).
+  `export_domain_dirs` maps each directory back (`mixers.exported.domain_dirs`).
 - `token_bytes(tokenizer)` is the UTF-8 length of every token id, for bits per byte.
 - `heldout_sets(root)` lists the evaluation rows of a held-out export per domain.
 """
@@ -23,22 +23,28 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
-from mixers.sampler import (ConcatSampler, VariableLengthSampler, _data_files, _offsets, _open, _tokens_column,
-                            domain_dirs, export_stats)
+from core.values import check_int
+from mixers.exported import BUCKET_DIR, CONCAT_DIR, domain_dirs, export_stats, is_bucket_dir
+from mixers.mixture import exact
+from mixers.sampler import ConcatSampler, VariableLengthSampler
 from mixers.schedule import Schedule
 
 # A repetition cap: one for every domain, or one per domain (None: no cap); see `ScheduledBatches`.
 MaxRepeats = Union[float, Mapping[str, Union[float, None]], None]
 
-_BUCKET = re.compile(r"^bucket_(\d+|tail)$")
-_CONCAT = re.compile(r"^concat_(\d+)$")
+# One domain's samplers draw from seed ``seed * DOMAIN_SEED_STRIDE + k`` (the k-th domain of the
+# schedule): distinct streams for up to this many domains, and the same for a domain whatever
+# the other domains' seeds are.
+DOMAIN_SEED_STRIDE = 1000
+# The first word after the seed of the `SeedSequence` that draws each step's domain; the samplers
+# use 1 and 2 for their own streams (`mixers.sampler`), so the draw never repeats one of them.
+_DOMAIN_DRAW = 3
 
 
 def export_layout(root: str | Path) -> str:
@@ -47,10 +53,10 @@ def export_layout(root: str | Path) -> str:
     if not root.is_dir():
         raise ValueError(f"export directory not found: {root}")
     names = [c.name for c in root.iterdir() if c.is_dir()]
-    if any(_CONCAT.match(n) for n in names):
+    if any(CONCAT_DIR.match(n) for n in names):
         return "concat"
-    if any(_BUCKET.match(n) for n in names) or any(
-            _BUCKET.match(g.name) for c in root.iterdir() if c.is_dir() for g in c.iterdir() if g.is_dir()):
+    if any(is_bucket_dir(n) for n in names) or any(
+            is_bucket_dir(g.name) for c in root.iterdir() if c.is_dir() for g in c.iterdir() if g.is_dir()):
         return "decomposition"
     raise ValueError(f"{root} holds neither bucket_<i> nor concat_<n> datasets: is it a `winnow export` output?")
 
@@ -59,9 +65,9 @@ def export_domain_dirs(root: str | Path) -> dict[str, str]:
     """``{domain: directory name}`` of an export made with domains apart (empty when it is flat):
     every child directory holding ``bucket_<i>`` or ``bucket_tail`` datasets. Directories are
     `mixers.dirnames.dir_name(domain)`, so an encoded or cut name maps back to the domain
-    (`mixers.sampler.domain_dirs`)."""
+    (`mixers.exported.domain_dirs`)."""
     root = Path(root)
-    if any(_BUCKET.match(c.name) for c in root.iterdir() if c.is_dir()):
+    if any(is_bucket_dir(c.name) for c in root.iterdir() if c.is_dir()):
         return {}
     return domain_dirs(root, tails=True)
 
@@ -112,8 +118,6 @@ def cap_steps(max_repeats: float | None, steps_per_epoch: int) -> int | None:
     stands for (``0.7 * 10`` is 7, as `mixers.mixture.Mixture.plan` floors its token caps)."""
     if max_repeats is None:
         return None
-    from mixers.mixture import exact
-
     return math.floor(exact(max_repeats) * steps_per_epoch)
 
 
@@ -163,9 +167,7 @@ class ScheduledBatches:
                  world_size: int = 1, max_repeats: MaxRepeats = None) -> None:
         self.root = Path(root)
         self.schedule = schedule
-        self.total_steps = int(total_steps)
-        if self.total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.total_steps = check_int("total_steps", total_steps, 1)
         self.seed = seed
         self.tokens_per_batch = tokens_per_batch
         found = set(export_domains(self.root))
@@ -177,7 +179,7 @@ class ScheduledBatches:
                              f"{', '.join(missing)} (found: {', '.join(sorted(found)) or 'none'})")
         self.domains = [d for d in schedule.domains if d in found]
         self.samplers = {d: VariableLengthSampler(self.root, tokens_per_batch, curriculum, cycles,
-                                                  seed=seed * 1000 + i, rank=rank, world_size=world_size,
+                                                  seed=seed * DOMAIN_SEED_STRIDE + i, rank=rank, world_size=world_size,
                                                   domains=[d], epochs=None)
                          for i, d in enumerate(self.domains)}
         if isinstance(max_repeats, Mapping):
@@ -209,7 +211,7 @@ class ScheduledBatches:
                     f"repetition cap (max_repeats epochs of its batches: {full}), so the caps allow {s} steps of "
                     f"{self.tokens_per_batch} tokens under {self.root}. Raise max_repeats (train.max_repeats "
                     f"overrides the export's mixture), add data, or train on fewer tokens.")
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 3, s]))
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, _DOMAIN_DRAW, s]))
             k = int(rng.choice(len(p), p=p / p.sum()))
             self._draws.append(k)
             self._counts[k] += 1
@@ -239,7 +241,7 @@ class ScheduledBatches:
     def usage(self, steps: int) -> dict[str, dict[str, Any]]:
         """Per domain, what the steps ``0 .. steps - 1`` took from it, read from the draws alone:
         the sampler's `usage` (steps, tokens, sequences, epochs, available and skipped tokens;
-        `mixers.sampler._usage`) and ``share`` (of the steps), ``max_repeats``, ``cap_steps`` and
+        `mixers.sampler.VariableLengthSampler.usage`) and ``share`` (of the steps), ``max_repeats``, ``cap_steps`` and
         ``full_at_step`` (the step of its last allowed draw; None while under its cap)."""
         self._extend(steps)
         counts = np.bincount(np.asarray(self._draws[:steps], dtype=np.int64), minlength=len(self.domains))
@@ -264,7 +266,7 @@ def batches(root: str | Path, tokens_per_batch: int, *, total_steps: int, seed: 
     if layout == "concat":
         if schedule is not None:
             raise ValueError("a concat-and-chunk export has no domains apart: it cannot follow a mixture schedule")
-        widths = sorted(int(m.group(1)) for c in Path(root).iterdir() if (m := _CONCAT.match(c.name)))
+        widths = sorted(int(m.group(1)) for c in Path(root).iterdir() if (m := CONCAT_DIR.match(c.name)))
         if len(widths) != 1:
             raise ValueError(f"{root} holds concat datasets of several lengths {widths}: export one per directory")
         width = widths[0]
@@ -303,8 +305,7 @@ def usage(source: Any, steps: int, max_repeats: MaxRepeats = None) -> dict[str, 
 
 def export_longest(root: str | Path) -> int:
     """The longest input of any batch of a decomposition export: 2**(its largest bucket)."""
-    widths = [int(m.group(1)) for p in Path(root).rglob("bucket_*")
-              if (m := _BUCKET.match(p.name)) and m.group(1).isdigit()]
+    widths = [int(m.group(1)) for p in Path(root).rglob("bucket_*") if (m := BUCKET_DIR.match(p.name))]
     if not widths:
         raise ValueError(f"no bucket_<i> datasets under {root}")
     return 1 << max(widths)
@@ -343,22 +344,12 @@ def heldout_sets(root: str | Path) -> dict[str, list[Path]]:
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"held-out export not found: {root}")
-    flat = sorted(c for c in root.iterdir() if c.is_dir() and (_BUCKET.match(c.name) or _CONCAT.match(c.name)))
+    flat = sorted(c for c in root.iterdir() if c.is_dir() and (is_bucket_dir(c.name) or CONCAT_DIR.match(c.name)))
     if flat:
         return {"all": flat}
-    out = {d: sorted(g for g in (root / name).iterdir() if g.is_dir() and _BUCKET.match(g.name))
+    out = {d: sorted(g for g in (root / name).iterdir() if g.is_dir() and is_bucket_dir(g.name))
            for d, name in export_domain_dirs(root).items()}
     if not out:
         raise ValueError(f"{root} holds no held-out datasets (bucket_<i> directories)")
     return out
 
-
-def dataset_rows(directory: Path) -> Iterator[np.ndarray]:
-    """Every row's token ids of one `save_to_disk` directory, in file order."""
-    for path in _data_files(directory):
-        col = _tokens_column(_open(path), path)
-        for chunk in col.chunks:
-            offsets = _offsets(chunk)  # positions in chunk.values, the unsliced child array
-            values = chunk.values.to_numpy(zero_copy_only=False)
-            for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
-                yield values[a:b]

@@ -18,7 +18,7 @@ CUDA) RNG state, restored on resume, so dropout draws the same masks as an unint
   ``tokens`` and ``sequences`` trained, ``epochs`` reached, ``available_tokens``,
   ``skipped_tokens`` (``leftover_tokens`` of incomplete batches + skipped ``tail_tokens``, over the
   epochs begun), ``max_repeats``, ``cap_steps`` and ``full_at_step``
-  (`mixers.sampler._usage`); the domains' ``tokens`` add up to the run's. ``max_repeats_from``
+  (the samplers' ``usage``, `mixers.sampler`); the domains' ``tokens`` add up to the run's. ``max_repeats_from``
   says where the cap came from (``train.max_repeats``, ``export mixture`` or null).
 - Optimizer: AdamW, weight decay on the weight matrices only (not on norms or the tied
   embedding), gradient clipping by global norm, learning rate per step from
@@ -51,12 +51,27 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .data import (batches, dataset_rows, export_layout, export_longest, export_max_repeats, export_schedule,
-                   heldout_sets, token_bytes, usage)
+from core.values import jsonable
+from mixers.exported import dataset_rows
+from mixers.schedule import Schedule
+
+from .data import (batches, export_layout, export_longest, export_max_repeats, export_schedule, heldout_sets,
+                   token_bytes, usage)
 from .model import TransformerLM, model_config
 
 LR_SCHEDULES = ("cosine", "wsd")
 PRECISIONS = ("auto", "bf16", "fp32")
+
+# Most input tokens one forward/backward pass takes (a step's batch is split above it, gradients
+# accumulated): 2**14 keeps the activations of the preset models (up to "large") within a few GB,
+# and is a multiple of every bucket length up to 2**14, so a bucket's rows split evenly.
+MICRO_BATCH_TOKENS = 16384
+# Most tokens (rows x padded width) of one evaluation batch: the same memory bound as training's
+# micro-batches, since evaluation pads each batch to its longest row.
+EVAL_BATCH_TOKENS = MICRO_BATCH_TOKENS
+# The seed of `evaluate`'s row sample (`eval_max_tokens`): fixed, so every model of a comparison
+# is scored on the same rows.
+EVAL_SAMPLE_SEED = 0
 
 
 @dataclass
@@ -80,7 +95,7 @@ class TrainConfig:
     cycles: int = 1
     schedule: dict[str, Any] | str | None = None  # a mixture schedule (Schedule.to_dict), or "export"
     max_repeats: float | None = None       # epochs per domain; None: the export mixture's; inf: no cap
-    micro_batch_tokens: int = 16384
+    micro_batch_tokens: int = MICRO_BATCH_TOKENS  # inputs per forward pass; larger batches accumulate
     heldout: str | None = None             # a held-out export directory (same tokenizer)
     eval_every: int = 0                    # steps; 0: only at the end
     eval_max_tokens: int | None = None     # per held-out domain: a fixed sample of rows up to this many tokens
@@ -237,8 +252,6 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None,
         if schedule is None:
             raise ValueError(f"train.schedule = 'export' but {cfg.data}/manifest.json plans no schedule")
     elif isinstance(schedule, dict):
-        from mixers.schedule import Schedule
-
         schedule = Schedule.from_json(schedule)
     if cfg.max_repeats is not None:
         max_repeats, caps_from = cfg.max_repeats, "train.max_repeats"
@@ -319,7 +332,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None,
         "tokens_per_second": round((tokens_seen - tokens_at_start) / max(seconds, 1e-9), 1),
         "final_loss": curve[-1][2] if curve else None, "curve": curve, "evals": evals,
         "max_repeats_from": caps_from, "domains": usage(source, step, max_repeats),
-        "config": _jsonable(asdict(cfg)),
+        "config": jsonable(asdict(cfg)),
     }
     if heldout:
         result["heldout"] = evaluate(model, *heldout, accel=accel, max_tokens=cfg.eval_max_tokens)
@@ -342,14 +355,10 @@ def _state(model, optimizer, step: int, tokens: int, curve: list, mcfg, device: 
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 @torch.no_grad()
 def evaluate(model: TransformerLM, sets: dict[str, list[Path]], bytes_of: np.ndarray, *,
              accel: Accel | None = None, max_tokens: int | None = None,
-             batch_tokens: int = 16384) -> dict[str, Any]:
+             batch_tokens: int = EVAL_BATCH_TOKENS) -> dict[str, Any]:
     """Loss (nats per predicted token) and bits per byte on held-out datasets, per domain and
     over all of them. Rows longer than the model's context are cut into windows of it. With
     `max_tokens`, each domain is cut to a seeded random sample of its rows of at most that many
@@ -368,7 +377,7 @@ def evaluate(model: TransformerLM, sets: dict[str, list[Path]], bytes_of: np.nda
         nbytes = 0
         stored = [row for d in dirs for row in dataset_rows(d)]  # views of the memory-mapped shards
         if max_tokens is not None:  # a seeded sample of rows, whatever bucket they are in
-            order = np.random.default_rng(0).permutation(len(stored))
+            order = np.random.default_rng(EVAL_SAMPLE_SEED).permutation(len(stored))
             sizes = np.array([len(stored[k]) for k in order])
             stored = [stored[k] for k in order[: int(np.searchsorted(np.cumsum(sizes), max_tokens, side="right")) or 1]]
         rows: list[np.ndarray] = []
