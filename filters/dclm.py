@@ -57,8 +57,8 @@ class DclmTrainParams:
     ws: int = param(5, help="context window (fastText's; unused by a supervised model)")
     epoch: int = param(5, help="passes over the training file")
     min_count: int = param(1, metavar="N", help="words seen fewer times are dropped")
-    bucket: int | None = param(None, metavar="ROWS", help="hash rows for word n-grams (default: sized from "
-                               "the training set's distinct bigrams, four per row; see README)")
+    bucket: int | None = param(None, metavar="ROWS", help="hash rows for word n-grams; none: sized from the "
+                               "training set's distinct bigrams, four per row (see README)")
     threads: int = param(2, help="fastText threads: more is faster, but only 1 trains the same model "
                          "twice (fastText's own default is cpu_count() - 1)")
     seed: int = param(0, help="fastText's seed")

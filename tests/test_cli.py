@@ -24,6 +24,64 @@ def test_help_explains_every_option(tmp_path):
         assert option in sub.stdout
 
 
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def test_flags_come_from_the_parameter_classes():
+    """Every flag built from a parameter field shows that field's own help and default, so the
+    command line cannot disagree with the class; each stage's verb exposes its parameters."""
+    from core.params import HELP, described
+    from filters import registry
+    from flows.cli import EXPORT_FLAGS, build_parser
+    from flows.options import flag_name
+    from flows.train import TrainSpec
+    from pipelines import STAGES
+
+    verbs = dict(_subparsers(build_parser()))
+    expected = {"dedup": [(STAGES["dedup_minhash"].params, None)],
+                "export": [(STAGES[stage].params, fields) for stage, fields in EXPORT_FLAGS]}
+    trainers = dict(_subparsers(verbs["train-scorer"]))
+    assert set(trainers) == set(registry.trainable()) == {"dclm"}
+    for kind, parser in trainers.items():
+        verbs[f"train-scorer {kind}"] = parser
+        expected[f"train-scorer {kind}"] = [(TrainSpec, None), (registry.trainer(kind).params, None)]
+    for verb, classes in expected.items():
+        flags = {a.dest: a for a in verbs[verb]._actions}
+        for cls, only in classes:
+            for f in described(cls):
+                if only is not None and f.name not in only:
+                    continue
+                action = flags[f.name]
+                assert flag_name(f) in action.option_strings, (verb, f.name)
+                assert f"{f.metadata[HELP]} (default " in action.help, (verb, f.name)
+                assert action.default is None, (verb, f.name)  # not given: the class (or config) decides
+    threshold = {a.dest: a for a in verbs["dedup"]._actions}["threshold"]
+    assert threshold.help.endswith("(default 0.8)") and STAGES["dedup_minhash"].params().threshold == 0.8
+
+
+def test_verbs_turn_flags_into_stage_entries():
+    from flows.cli import build_parser, dedup_stage, export_stages
+
+    parser = build_parser()
+    args = parser.parse_args(["dedup", "x.jsonl", "-o", "out", "--threshold", "0.7", "--check", "exact",
+                              "--per-source"])
+    assert dedup_stage(args) == {"stage": "dedup_minhash", "threshold": 0.7, "check": "exact", "per_source": True}
+    args = parser.parse_args(["export", "x.jsonl", "-o", "out", "--buckets", "5..9", "--seed", "3",
+                              "--mixture", "m.json"])
+    stages = export_stages(args)
+    assert [s["stage"] for s in stages] == ["tokenize", "decompose", "export"]
+    assert stages[0] == {"stage": "tokenize", "seed": 3}
+    assert stages[1] == {"stage": "decompose", "seed": 3, "min_log2": 5, "max_log2": 9}
+    assert stages[2] == {"stage": "export", "mixture": str(Path("m.json").resolve())}
+    concat = export_stages(parser.parse_args(["export", "x", "-o", "o", "--layout", "concat"]))
+    assert [s["stage"] for s in concat] == ["tokenize", "export"]
+
+
 def test_user_errors_are_one_line_without_traceback(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('output = "out"\ncolour = "red"\n[[inputs]]\npath = "x.jsonl"\nsource = "x"\n')

@@ -167,8 +167,10 @@ def test_a_score_column_keeps_the_best_copy(spark, ctx):
     df = frame(spark, rows).withColumn("score_q", F.when(F.col("id") == "b", 0.9).when(F.col("id") == "a", 0.2))
     result = dedup_minhash.apply(df, DedupMinhashParams(score_column="score_q"), ctx)
     assert {r["id"]: r["duplicate_of"] for r in result.removed.collect()} == {"a": "b", "c": "b"}
-    with pytest.raises(WinnowError, match="score_column"):
-        dedup_minhash.apply(df, DedupMinhashParams(score_column="score_missing"), ctx)
+    from pipelines import check_columns
+
+    with pytest.raises(WinnowError, match="stage dedup_minhash: needs column score_missing"):
+        check_columns([("dedup_minhash", "dedup_minhash", DedupMinhashParams(score_column="score_missing"))], df.columns)
 
 
 def test_the_checks_agree_on_clear_cases(spark, ctx):
@@ -274,7 +276,7 @@ def test_explain_prints_the_banding(capsys):
 
 def test_winnow_dedup_writes_the_output_layout_with_a_component_plot(pool_slice, tmp_path, prefect_server, spark, capsys):
     out = tmp_path / "dedup"
-    status = winnow(["dedup", *[str(p) for p in pool_slice["paths"]], "--output", str(out), "--verify"])
+    status = winnow(["dedup", *[str(p) for p in pool_slice["paths"]], "--output", str(out), "--check", "exact"])
     assert status == 0
     manifest = json.loads((out / "manifest.json").read_text())
     stages = {s["name"]: s for s in manifest["stages"]}
