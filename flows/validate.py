@@ -39,6 +39,10 @@ from mixers.dirnames import dir_name, inside
 from .config import RunConfig, base_stage, parse_buckets, parse_config, plans, variant_tail_stages
 from .output import claim
 
+# Documents the shared tokenizer trains on: the tokenize stage's own default (`sample_docs`), so a
+# variant's tokenizer is the one `winnow export` would train on the same base.
+TOKENIZER_SAMPLE_DOCS = 20_000
+
 def _sub_config(cfg: RunConfig, output: Path, stages: list[dict[str, Any]], inputs=None) -> RunConfig:
     data = cfg.model_dump(mode="json", by_alias=True)
     data.update({"output": str(output), "overwrite": True, "stages": stages, "train": [], "validate": None,
@@ -83,7 +87,7 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
         shutil.copyfile(v.tokenizer, tokenizer)
     else:
         frame = spark.read.parquet(base)
-        train_tokenizer(sample_texts(frame, 20_000, cfg.seed), v.vocab_size).save(tokenizer)
+        train_tokenizer(sample_texts(frame, TOKENIZER_SAMPLE_DOCS, cfg.seed), v.vocab_size).save(tokenizer)
     lo, hi = parse_buckets(v.buckets, "validate.buckets")
     heldout = root / "heldout"
     run_curation(_sub_config(cfg, heldout, [
