@@ -1,21 +1,22 @@
 """Dataset Decomposition: binary length buckets, constant-token batches and the length curricula
 of Pouransari et al. 2024, "Dataset Decomposition: Faster LLM Training with Variable Sequence
-Length Curriculum" (arXiv 2405.13226), as METHODS.md §7 describes them. Pure Python and numpy.
+Length Curriculum" (arXiv:2405.13226), and its reference code ``apple/ml-dataset-decomposition``
+(``scripts/make_dd_buckets.py``, ``get_dd_params.py``, ``open_lm.patch``). Pure Python and numpy.
 
 The method
 ----------
-Concat-and-chunk (§7.4, `concat_and_chunk` here) glues every document into one stream and cuts it
-into windows of one fixed length, so attention crosses documents and every step pays for the full
-length. Dataset Decomposition instead splits each tokenized document (end-of-text appended) into
-pieces whose lengths are powers of two and files each piece in the bucket ``D_i`` of its length
-(§7.1, `decompose`). A sequence in bucket ``i`` has exactly ``2**i + 1`` tokens: ``2**i`` inputs
-plus the shifted target of the last input (the paper's choice). Training draws every batch from a
-single bucket, with a batch size that keeps the tokens per step constant (§7.2,
-`sequences_per_batch`, `batch_sizes`), and a curriculum picks the bucket of each step (§7.3,
-`curriculum_odds`, `bucket_odds`, `bucket_schedule`).
+Concat-and-chunk (the paper's baseline, `concat_and_chunk` here) glues every document into one
+stream and cuts it into windows of one fixed length, so attention crosses documents and every step
+pays for the full length. Dataset Decomposition instead splits each tokenized document (end-of-text
+appended) into pieces whose lengths are powers of two and files each piece in the bucket ``D_i`` of
+its length (`decompose`). A sequence in bucket ``i`` has exactly ``2**i + 1`` tokens: ``2**i``
+inputs plus the shifted target of the last input (the paper's choice). Training draws every batch
+from a single bucket, with a batch size that keeps the tokens per step constant
+(`sequences_per_batch`, `batch_sizes`), and a curriculum picks the bucket of each step
+(`curriculum_odds`, `bucket_odds`, `bucket_schedule`).
 
-Splitting one document (§7.1, the reference's ``get_binary``)
-------------------------------------------------------------
+Splitting one document (the reference's ``get_binary`` in ``make_dd_buckets.py``)
+-------------------------------------------------------------------------------
 While at least two tokens (one input and its target) are left, let ``k = floor(log2(n - 1))``
 where ``n`` is the number of tokens left, i.e. ``n - 1`` is the number of targets left.
 
@@ -35,9 +36,10 @@ boundary below), and the remainder holds ``(n - 1) mod 2**min_log2`` targets.
 The boundary token
 ------------------
 A chunk of ``2**k + 1`` tokens trains ``2**k`` predictions. The default, ``share_boundary=False``,
-follows the paper's code and METHODS §7.1 (see below). With ``share_boundary=True`` consecutive chunks of a document overlap by exactly one token: the last token of chunk
-``j`` (its final target) is the first token of chunk ``j+1`` (its first input), so chunk ``j+1``
-starts at ``chunk_j.start + len(chunk_j) - 1``. Precisely:
+follows the reference code (see below). With ``share_boundary=True`` consecutive chunks of a
+document overlap by exactly one token: the last token of chunk ``j`` (its final target) is the first
+token of chunk ``j+1`` (its first input), so chunk ``j+1`` starts at
+``chunk_j.start + len(chunk_j) - 1``. Precisely:
 
 - ``chunk.tokens == doc[chunk.start : chunk.start + len(chunk)]`` for every chunk;
 - ``chunks[0].tokens`` followed by ``c.tokens[1:]`` for each later chunk, in position order,
@@ -46,10 +48,10 @@ starts at ``chunk_j.start + len(chunk_j) - 1``. Precisely:
   ``doc[1 : len(doc) - dropped_tokens]``: every token after the first is predicted exactly once,
   from inside its own document, and no token is lost at a chunk boundary.
 
-With ``share_boundary=False`` (the default) the chunks tile the document without overlap (next chunk starts at
-``chunk_j.start + len(chunk_j)``), as the reference code does ("The +1 is the shifted target; it is
-not shared between chunks", METHODS §7.1). Then the first token of every later chunk is an input
-only, and one prediction per boundary is never trained.
+With ``share_boundary=False`` (the default) the chunks tile the document without overlap (the next
+chunk starts at ``chunk_j.start + len(chunk_j)``), as the reference's ``get_binary`` does (it emits
+``seq[:2**k + 1]`` and goes on after it: the ``+1`` target is not shared). Then the first token of
+every later chunk is an input only, and one prediction per boundary is never trained.
 
 Tails
 -----
@@ -70,7 +72,7 @@ Where this differs from the reference code (``apple/ml-dataset-decomposition``,
 -------------------------------------------------------------------------------------------
 1. The default layout is the reference's (chunks tile the document, no shared token);
    ``share_boundary=True`` overlaps consecutive chunks by one token so that every target is
-   trained. With sharing, METHODS' "binary expansion of the length" holds exactly (for ``n - 1``
+   trained. With sharing, the chunks are exactly the binary expansion of the length (of the ``n - 1``
    targets); without it, each chunk eats one extra token and e.g. a 41-token document with min 3
    gives 33 tokens to bucket 5 and an 8-token remainder, not 5 + 3.
 2. Remainders and a lone final token are kept as a tail or counted (``dropped_tokens``), never
@@ -93,17 +95,17 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import DTypeLike
 
+from core.values import check_int
+
 __all__ = [
     "Chunk",
     "ChunkedStream",
     "Decomposition",
     "CURRICULA",
     "TAIL_MODES",
-    "batch_multipliers",
     "batch_sizes",
     "bucket_odds",
     "bucket_schedule",
-    "bucket_stats",
     "concat_and_chunk",
     "curriculum_odds",
     "decompose",
@@ -183,15 +185,9 @@ class Decomposition:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
 def _check_log2(min_log2: object, max_log2: object) -> tuple[int, int]:
-    lo = _check_int("min_log2", min_log2)
-    hi = _check_int("max_log2", max_log2)
+    lo = check_int("min_log2", min_log2)
+    hi = check_int("max_log2", max_log2)
     if lo < 1:
         raise ValueError(f"min_log2 must be >= 1 (a bucket holds 2**min_log2 + 1 tokens), got {lo}")
     if lo > hi:
@@ -255,7 +251,7 @@ def _draw_bucket(rng: np.random.Generator, min_log2: int, max_log2: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# §7.1 Decomposition
+# Decomposition
 # --------------------------------------------------------------------------------------------
 
 
@@ -268,7 +264,8 @@ def decompose(
     *,
     share_boundary: bool = False,
 ) -> Decomposition:
-    """Split one tokenized document into bucket sequences of ``2**i + 1`` tokens (METHODS §7.1).
+    """Split one tokenized document into bucket sequences of ``2**i + 1`` tokens (the
+    reference's ``get_binary``).
 
     Largest chunk first; while more than ``2**(max_log2+1) - 1`` targets are left, the bucket is
     drawn from ``max_log2..min_log2`` with ``P(k) ∝ 2**(max_log2 - k)``. ``tail`` says what happens
@@ -316,52 +313,8 @@ def decompose(
                          share_boundary=share_boundary)
 
 
-def bucket_stats(decompositions: Iterable[Decomposition]) -> dict:
-    """Totals over decomposed documents, for the manifest and the run report.
-
-    Returns::
-
-        {"documents": int, "document_tokens": int,
-         "buckets": {i: {"sequences": int, "tokens": int, "train_tokens": int}, ...},  # sorted
-         "tail": {"sequences": int, "tokens": int, "train_tokens": int},
-         "dropped_tokens": int,        # tokens in no chunk (tail="drop")
-         "dropped_documents": int}     # documents with tokens but no chunk at all
-
-    ``tokens`` counts stored tokens (``2**i + 1`` per sequence, so with the shared boundary the
-    buckets hold one token per boundary twice); ``train_tokens`` counts predictions (``2**i`` per
-    sequence, ``len - 1`` per tail), the unit of a constant-token batch.
-    """
-    buckets: dict[int, dict[str, int]] = {}
-    tail = {"sequences": 0, "tokens": 0, "train_tokens": 0}
-    documents = document_tokens = dropped_tokens = dropped_documents = 0
-    for dec in decompositions:
-        documents += 1
-        document_tokens += dec.n_tokens
-        dropped_tokens += dec.dropped_tokens
-        if not dec.chunks and dec.n_tokens > 0:
-            dropped_documents += 1
-        for chunk in dec.chunks:
-            length = len(chunk)
-            if chunk.bucket is None:
-                slot = tail
-            else:
-                slot = buckets.setdefault(chunk.bucket,
-                                          {"sequences": 0, "tokens": 0, "train_tokens": 0})
-            slot["sequences"] += 1
-            slot["tokens"] += length
-            slot["train_tokens"] += max(length - 1, 0)
-    return {
-        "documents": documents,
-        "document_tokens": document_tokens,
-        "buckets": {i: buckets[i] for i in sorted(buckets)},
-        "tail": tail,
-        "dropped_tokens": dropped_tokens,
-        "dropped_documents": dropped_documents,
-    }
-
-
 # --------------------------------------------------------------------------------------------
-# §7.4 Baseline: concat-and-chunk
+# Baseline: concat-and-chunk
 # --------------------------------------------------------------------------------------------
 
 
@@ -462,7 +415,7 @@ def concat_and_chunk(
     share_boundary: bool = False,
     dtype: DTypeLike = np.int32,
 ) -> ChunkedStream:
-    """The concat-and-chunk baseline (METHODS §7.4): one stream, fixed ``seq_len + 1`` windows.
+    """The concat-and-chunk baseline of the paper: one stream, fixed ``seq_len + 1`` windows.
 
     Documents are concatenated in order; with ``eot`` given, an end-of-text token follows every
     non-empty document that does not already end with it (empty documents add nothing). The
@@ -475,14 +428,14 @@ def concat_and_chunk(
     are reported on the returned `ChunkedStream` as ``remainder`` / ``dropped_tokens`` once the
     iteration has ended. Windows are numpy arrays of ``dtype`` (ids that do not fit raise).
     """
-    length = _check_int("seq_len", seq_len)
+    length = check_int("seq_len", seq_len)
     if length < 1:
         raise ValueError(f"seq_len must be >= 1, got {length}")
     target = np.dtype(dtype)
     if target.kind not in "iu":
         raise ValueError(f"dtype must be an integer dtype, got {target}")
     if eot is not None:
-        eot = _check_int("eot", eot)
+        eot = check_int("eot", eot)
         info = np.iinfo(target)
         if not info.min <= eot <= info.max:
             raise ValueError(f"eot {eot} does not fit in {target}")
@@ -490,19 +443,19 @@ def concat_and_chunk(
 
 
 # --------------------------------------------------------------------------------------------
-# §7.2 Batching
+# Batching: constant tokens per step
 # --------------------------------------------------------------------------------------------
 
 
 def sequences_per_batch(tokens_per_batch: int, bucket: int) -> int:
-    """Sequences in one batch of bucket ``i`` for a constant ``tokens_per_batch`` (METHODS §7.2).
+    """Sequences in one batch of bucket ``i`` for a constant ``tokens_per_batch``.
 
     Tokens are counted as the paper does, ``2**i`` per sequence (the inputs; the ``+1`` target
     is not counted): ``64 * 8192`` tokens give 64 sequences of bucket 13 and 2048 of bucket 8.
     ``tokens_per_batch`` must be a positive multiple of ``2**i``; there is no rounding.
     """
-    total = _check_int("tokens_per_batch", tokens_per_batch)
-    i = _check_int("bucket", bucket)
+    total = check_int("tokens_per_batch", tokens_per_batch)
+    i = check_int("bucket", bucket)
     if i < 0:
         raise ValueError(f"bucket must be >= 0, got {i}")
     if total <= 0 or total % (1 << i):
@@ -512,47 +465,38 @@ def sequences_per_batch(tokens_per_batch: int, bucket: int) -> int:
 
 
 def batch_sizes(tokens_per_batch: int, buckets: Iterable[int]) -> dict[int, int]:
-    """``{i: sequences per batch}`` for every bucket, constant tokens per step (METHODS §7.2).
+    """``{i: sequences per batch}`` for every bucket, constant tokens per step.
 
     ``tokens_per_batch`` must be a multiple of ``2**max(buckets)`` (so that the longest bucket
     gets a whole number of sequences, and then every shorter one does); equivalently the batch
-    size of bucket ``i`` is the longest bucket's batch times ``2**(max - i)`` (`batch_multipliers`).
+    size of bucket ``i`` is the longest bucket's batch times ``2**(max - i)`` (the reference's
+    ``--dataset-batch-mult``, 32 16 8 4 2 1 for buckets 8..13).
     """
-    bs = sorted({_check_int("bucket", b) for b in buckets})
+    bs = sorted({check_int("bucket", b) for b in buckets})
     if not bs:
         raise ValueError("buckets is empty")
     top = bs[-1]
-    total = _check_int("tokens_per_batch", tokens_per_batch)
+    total = check_int("tokens_per_batch", tokens_per_batch)
     if total <= 0 or total % (1 << top):
         raise ValueError(f"tokens_per_batch ({total}) must be a positive multiple of 2**{top} "
                          f"= {1 << top}, the longest bucket's length")
     return {i: sequences_per_batch(total, i) for i in bs}
 
 
-def batch_multipliers(buckets: Iterable[int]) -> dict[int, int]:
-    """The reference's ``--dataset-batch-mult``: ``2**(max - i)`` per bucket.
-
-    For buckets 8..13 that is 32 16 8 4 2 1.
-    """
-    bs = sorted({_check_int("bucket", b) for b in buckets})
-    if not bs:
-        raise ValueError("buckets is empty")
-    return {i: 1 << (bs[-1] - i) for i in bs}
-
-
 # --------------------------------------------------------------------------------------------
-# §7.3 Curriculum
+# Curriculum
 # --------------------------------------------------------------------------------------------
 
 
 def curriculum_odds(name: str, buckets: Sequence[int]) -> np.ndarray:
-    """The curriculum's odds per bucket, aligned with ``buckets`` (METHODS §7.3).
+    """The curriculum's odds per bucket, aligned with ``buckets`` (the reference's
+    ``--train-data-mix-weights`` odds).
 
     - ``"uniform"``: 1 for every bucket (buckets drain together);
     - ``"grow_p2"``: ``2**(max(buckets) - i)``, i.e. 32 16 8 4 2 1 for buckets 8..13 (short
       buckets first, then long ones, within each cycle).
     """
-    bs = [_check_int("bucket", b) for b in buckets]
+    bs = [check_int("bucket", b) for b in buckets]
     if not bs:
         raise ValueError("buckets is empty")
     if len(set(bs)) != len(bs):
@@ -574,7 +518,7 @@ def bucket_odds(
     cycles: int = 1,
     remaining: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """Probability of drawing the batch of ``step`` from each bucket (METHODS §7.3).
+    """Probability of drawing the batch of ``step`` from each bucket (the reference's ``MyRandomMix``).
 
     ``counts[j]`` is the number of tokens of ``buckets[j]`` in the whole run (only the shares
     matter); each of the ``cycles`` cycles (the reference's ``--epochs``) holds ``1/cycles`` of
@@ -584,7 +528,7 @@ def bucket_odds(
     only ``<= 0`` matters), default: nothing exhausted. The result is aligned with ``buckets``
     and sums to 1.
 
-    In METHODS the odds do not change with the step: with ``grow_p2`` the short buckets carry
+    In the reference code the odds do not change with the step: with ``grow_p2`` the short buckets carry
     ``2**(max - i)`` times the weight, so they drain first and each cycle goes from short to long
     sequences; ``uniform`` drains all buckets together in expectation. ``step`` is checked
     against ``total_steps`` and locates the cycle (``step * cycles // total_steps``), but the
@@ -597,9 +541,9 @@ def bucket_odds(
         raise ValueError(f"counts has {share.size} values for {odds.size} buckets")
     if np.any(share < 0) or not np.all(np.isfinite(share)):
         raise ValueError("counts must be finite and >= 0")
-    s = _check_int("step", step)
-    t = _check_int("total_steps", total_steps)
-    c = _check_int("cycles", cycles)
+    s = check_int("step", step)
+    t = check_int("total_steps", total_steps)
+    c = check_int("cycles", cycles)
     if t < 1 or c < 1:
         raise ValueError(f"total_steps ({t}) and cycles ({c}) must be >= 1")
     if not 0 <= s < t:
@@ -623,10 +567,11 @@ def bucket_schedule(
     cycles: int,
     seed: int,
 ) -> np.ndarray:
-    """The bucket of every training step, as the reference's sampler draws them (METHODS §7.3).
+    """The bucket of every training step, as the reference's sampler draws them
+    (``MyRandomMix``), with the odds of `bucket_odds`.
 
     Each cycle holds ``batches_per_cycle[i]`` batches of bucket ``i``. Every batch has the same
-    number of tokens (§7.2), so a bucket's token share is its share of batches, and its weight is
+    number of tokens, so a bucket's token share is its share of batches, and its weight is
     that share times the curriculum's odds. At each step one bucket is drawn with probability
     proportional to the weights of the buckets not yet exhausted in the cycle (one
     ``rng.random()`` per step from ``numpy.random.default_rng(seed)``); an exhausted bucket sits
@@ -636,24 +581,23 @@ def bucket_schedule(
     """
     if not batches_per_cycle:
         raise ValueError("batches_per_cycle is empty")
-    bs = sorted(_check_int("bucket", b) for b in batches_per_cycle)
-    counts = [_check_int(f"batches_per_cycle[{b}]", batches_per_cycle[b]) for b in bs]
+    bs = sorted(check_int("bucket", b) for b in batches_per_cycle)
+    counts = [check_int(f"batches_per_cycle[{b}]", batches_per_cycle[b]) for b in bs]
     if any(n < 0 for n in counts):
         raise ValueError("batches_per_cycle must be >= 0")
-    c = _check_int("cycles", cycles)
-    if c < 1:
-        raise ValueError(f"cycles must be >= 1, got {c}")
-    odds = curriculum_odds(name, bs)
+    c = check_int("cycles", cycles, 1)
+    curriculum_odds(name, bs)  # an unknown curriculum fails even when there is nothing to order
     per_cycle = sum(counts)
     if per_cycle == 0:
         return np.empty(0, dtype=np.int64)
-    base = [n / per_cycle * float(o) for n, o in zip(counts, odds)]
-    rng = np.random.default_rng(_check_int("seed", seed))
-    out = np.empty(c * per_cycle, dtype=np.int64)
+    rng = np.random.default_rng(check_int("seed", seed))
+    total_steps = c * per_cycle
+    out = np.empty(total_steps, dtype=np.int64)
     step = 0
     for _ in range(c):
         left = list(counts)
-        weights = [w if n > 0 else 0.0 for w, n in zip(base, left)]
+        # the odds change only when a bucket runs out, so they are computed then, not every step
+        weights = bucket_odds(name, bs, counts, step, total_steps, c, remaining=left).tolist()
         total = sum(weights)
         for _ in range(per_cycle):
             u = rng.random() * total
@@ -668,7 +612,7 @@ def bucket_schedule(
             out[step] = bs[j]
             step += 1
             left[j] -= 1
-            if left[j] == 0:
-                weights[j] = 0.0
+            if left[j] == 0 and step % per_cycle:
+                weights = bucket_odds(name, bs, counts, step, total_steps, c, remaining=left).tolist()
                 total = sum(weights)
     return out

@@ -1,4 +1,5 @@
-"""Tests for mixers.decomposition: Dataset Decomposition (METHODS §7.1-7.4)."""
+"""Tests for mixers.decomposition: Dataset Decomposition (Pouransari et al. 2024, arXiv:2405.13226):
+splitting, the concat-and-chunk baseline, constant-token batches and the curricula."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,11 +9,9 @@ from hypothesis import strategies as st
 
 from mixers.decomposition import (
     Decomposition,
-    batch_multipliers,
     batch_sizes,
     bucket_odds,
     bucket_schedule,
-    bucket_stats,
     concat_and_chunk,
     curriculum_odds,
     decompose,
@@ -136,7 +135,7 @@ def test_binary_expansion_for_documents_up_to_twice_the_largest_bucket(lo, extra
         assert dec.dropped_tokens == (rest if expected else targets + 1)
 
 
-# --- worked examples (METHODS §7.1 by hand) ----------------------------------------------------
+# --- worked examples (the reference's get_binary, by hand) -------------------------------------
 
 
 def layout(dec):
@@ -208,10 +207,9 @@ def test_longer_than_twice_max_draws_with_the_paper_odds():
 def test_random_split_gives_equal_expected_tokens_per_bucket():
     doc = np.zeros(400_001, dtype=np.int32)
     dec = decompose(doc, 3, 6, np.random.default_rng(7))
-    stats = bucket_stats([dec])
-    tokens = np.array([stats["buckets"][k]["train_tokens"] for k in range(3, 7)], dtype=float)
+    seqs = np.array([sum(c.bucket == k for c in dec) for k in range(3, 7)], dtype=float)
+    tokens = seqs * 2.0 ** np.arange(3, 7)  # predictions per bucket
     assert np.all(np.abs(tokens / tokens.mean() - 1) < 0.06), tokens
-    seqs = np.array([stats["buckets"][k]["sequences"] for k in range(3, 7)], dtype=float)
     # sequences follow P(k) ∝ 2**(max-k): 8 : 4 : 2 : 1 from bucket 3 to 6
     np.testing.assert_allclose(seqs / seqs[-1], [8, 4, 2, 1], rtol=0.12)
 
@@ -236,20 +234,7 @@ def test_argument_errors():
         decompose([2**40], 1, 4, rng)
 
 
-def test_bucket_stats_counts():
-    rng = np.random.default_rng(0)
-    decs = [decompose(np.arange(n), 3, 10, rng, tail, share_boundary=True) for n, tail in
-            [(41, "keep"), (43, "keep"), (43, "drop"), (5, "drop"), (0, "keep")]]
-    stats = bucket_stats(decs)
-    assert stats["documents"] == 5 and stats["document_tokens"] == 41 + 43 + 43 + 5
-    assert stats["buckets"] == {3: {"sequences": 3, "tokens": 27, "train_tokens": 24},
-                                5: {"sequences": 3, "tokens": 99, "train_tokens": 96}}
-    assert list(stats["buckets"]) == [3, 5]
-    assert stats["tail"] == {"sequences": 1, "tokens": 3, "train_tokens": 2}
-    assert stats["dropped_tokens"] == 2 + 5 and stats["dropped_documents"] == 1
-
-
-# --- concat-and-chunk (§7.4) -------------------------------------------------------------------
+# --- concat-and-chunk --------------------------------------------------------------------------
 
 
 def test_concat_and_chunk_windows_and_remainder():
@@ -300,7 +285,7 @@ def test_concat_and_chunk_errors():
         list(concat_and_chunk([[2**40]], 4))
 
 
-# --- batching (§7.2) ---------------------------------------------------------------------------
+# --- batching ----------------------------------------------------------------------------------
 
 
 def test_constant_tokens_per_batch():
@@ -308,8 +293,8 @@ def test_constant_tokens_per_batch():
     sizes = batch_sizes(t, range(8, 14))
     assert sizes == {8: 2048, 9: 1024, 10: 512, 11: 256, 12: 128, 13: 64}
     assert all(n * 2**i == t for i, n in sizes.items())
-    assert batch_multipliers(range(8, 14)) == {8: 32, 9: 16, 10: 8, 11: 4, 12: 2, 13: 1}
-    assert all(sizes[i] == sizes[13] * m for i, m in batch_multipliers(range(8, 14)).items())
+    # the reference's --dataset-batch-mult 32 16 8 4 2 1: bucket i's batch is 2**(13 - i) times bucket 13's
+    assert [sizes[i] // sizes[13] for i in range(8, 14)] == [32, 16, 8, 4, 2, 1]
     assert sequences_per_batch(1024, 5) == 32
     with pytest.raises(ValueError, match="multiple of 2\\*\\*13"):
         batch_sizes(4096, range(8, 14))
@@ -321,7 +306,7 @@ def test_constant_tokens_per_batch():
         batch_sizes(1024, [])
 
 
-# --- curriculum (§7.3) -------------------------------------------------------------------------
+# --- curriculum --------------------------------------------------------------------------------
 
 
 def test_curriculum_odds_values():
