@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from core.errors import AccountingError, WinnowError
-from pipelines import STAGES, read, write
+from pipelines import READ_COLUMNS, STAGES, check_columns, read, write
 from pipelines.stage import StageContext, StageResult
 
 from .config import RunConfig, input_specs, plans, train_specs, write_params
@@ -176,6 +176,16 @@ def _train_and_check(cfg: RunConfig, spark, progress) -> list[dict[str, Any]]:
     return reports
 
 
+def _start_columns(start: str | None) -> list[str]:
+    """The columns the first configured stage gets: the read documents', or those of the Parquet
+    a run starts from (its schema, from the file footers)."""
+    if not start:
+        return list(READ_COLUMNS)
+    import pyarrow.dataset as pads
+
+    return list(pads.dataset(start, format="parquet").schema.names)
+
+
 def _flow():
     from prefect import flow
 
@@ -195,6 +205,8 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     output = Path(cfg.output).resolve()
     # a missing input or unknown format fails here, before Spark starts
     files = [] if start else read.expand_inputs(input_specs(cfg))
+    # so does a stage that needs a column no stage before it adds
+    check_columns([(p.label, p.name, p.params) for p in run_plans(cfg)], _start_columns(start))
     prepare(output, cfg.overwrite)  # refuses before it deletes anything
     if not start:
         check_train_outputs(cfg)

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 from core.errors import WinnowError
 from core.params import param
 
-from .stage import StageContext, StageResult
+from .stage import Columns, StageContext, StageResult
 
 NAME = "decompose"
 TAILS = ("keep", "drop")
@@ -54,6 +54,10 @@ class DecomposeParams:
             raise WinnowError(f"decompose: need 1 <= min_log2 <= max_log2 <= 30, got {self.min_log2}..{self.max_log2}")
         if self.tail not in TAILS:
             raise WinnowError(f"decompose.tail: {self.tail!r} is not one of {', '.join(TAILS)}")
+
+
+def columns(_params: DecomposeParams) -> Columns:
+    return Columns(requires=("id", "tokens"), adds=("chunks", "dropped_tokens"))
 
 
 def document_rng(seed: int, doc_id: str) -> np.random.Generator:
@@ -101,11 +105,6 @@ def bucket_table(kept: DataFrame) -> dict[str, Any]:
 
 
 def apply(df: DataFrame, params: DecomposeParams, ctx: StageContext) -> StageResult:
-    if "tokens" not in df.columns:
-        raise WinnowError("decompose: the input has no tokens column; run a `tokenize` stage first")
-    for c in ("chunks", "dropped_tokens"):
-        if c in df.columns:
-            raise WinnowError(f"decompose: the input already has a {c} column")
     schema = T.StructType(list(df.schema.fields) + [T.StructField("chunks", T.ArrayType(CHUNK_SPARK, containsNull=False)),
                                                     T.StructField("dropped_tokens", T.IntegerType())])
     split = ctx.persist(df.mapInArrow(_kernel(params), schema))

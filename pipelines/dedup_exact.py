@@ -21,7 +21,7 @@ from core.errors import WinnowError
 from core.params import param
 from filters.text import NORMALIZATIONS, content_hashes
 
-from .stage import StageContext, StageResult
+from .stage import Columns, StageContext, StageResult
 
 NAME = "dedup_exact"
 
@@ -39,6 +39,10 @@ class DedupExactParams:
             raise WinnowError(
                 f"dedup_exact.normalize: {self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}"
             )
+
+
+def columns(params: DedupExactParams) -> Columns:
+    return Columns(requires=("id", "text", "_file", "_row") + (("source",) if params.per_source else ()))
 
 
 def _hash_column(mode: str):

@@ -52,7 +52,7 @@ from core.params import param
 
 from . import minhash_kernel as mk
 from .components import connected_components
-from .stage import StageContext, StageResult
+from .stage import Columns, StageContext, StageResult
 
 NAME = "dedup_minhash"
 CHECKS = ("signature", "exact", "none")
@@ -111,6 +111,11 @@ class DedupMinhashParams:
     def margin(self) -> float:
         t = self.threshold
         return 3.0 * math.sqrt(t * (1.0 - t) / self.num_perm)
+
+
+def columns(params: DedupMinhashParams) -> Columns:
+    extra = (("source",) if params.per_source else ()) + ((params.score_column,) if params.score_column else ())
+    return Columns(requires=("id", "text", "_file", "_row") + extra, adds=("cluster_id",))
 
 
 @lru_cache(maxsize=32)
@@ -221,11 +226,6 @@ def node_column():
 
 
 def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> StageResult:
-    if params.score_column is not None and params.score_column not in df.columns:
-        raise WinnowError(
-            f"{NAME}.score_column: no column {params.score_column!r} in the input "
-            f"(columns: {', '.join(c for c in df.columns if not c.startswith('_'))})"
-        )
     b, r = params.banding()
     extra = ["source"] if params.per_source else []
     docs = df.withColumn("_node", node_column())  # re-read from Parquet where used: one corpus copy in memory, not two

@@ -38,7 +38,7 @@ from core.params import param
 from mixers.dirnames import dir_name
 
 from .shards import write_datasets
-from .stage import StageContext, StageResult
+from .stage import Columns, StageContext, StageResult
 
 NAME = "export"
 LAYOUTS = ("decomposition", "concat")
@@ -67,6 +67,12 @@ class ExportParams:
             raise WinnowError("export: seq_len and shard_rows must be >= 1")
         if self.mixture is not None:
             load_mixture(self.mixture)
+
+
+def columns(params: ExportParams) -> Columns:
+    if params.layout == "decomposition":
+        return Columns(requires=("id", "domain", "chunks"))
+    return Columns(requires=("tokens", "_file", "_row"))
 
 
 def load_mixture(path: str) -> dict[str, Any]:
@@ -115,11 +121,6 @@ def _concat_kernel(seq_len: int):
 def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult:
     if not params.output:
         raise WinnowError("export: no output directory")
-    need = ("chunks",) if params.layout == "decomposition" else ("tokens",)
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        stage = "decompose" if missing[0] == "chunks" else "tokenize"
-        raise WinnowError(f"export: the input has no {missing[0]} column; run a `{stage}` stage first")
     out = Path(params.output)
     plan = load_mixture(params.mixture) if params.mixture else None
     by_domain = params.by_domain or plan is not None

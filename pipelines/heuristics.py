@@ -24,7 +24,7 @@ from core.errors import WinnowError
 from core.params import param
 from filters.heuristics import LINE_MODIFIERS, RULES, HeuristicsConfig, check
 
-from .stage import StageContext, StageResult
+from .stage import Columns, StageContext, StageResult
 
 NAME = "heuristics"
 
@@ -55,6 +55,10 @@ class HeuristicsParams:
         if unknown:
             raise WinnowError(f"heuristics.thresholds: unknown limit {unknown[0]!r} (known: {', '.join(sorted(known))})")
         return HeuristicsConfig(rules=self.rules, line_modifiers=self.line_modifiers, **self.thresholds)
+
+
+def columns(params: HeuristicsParams) -> Columns:
+    return Columns(requires=("text",) + (("domain",) if params.domains else ()))
 
 
 def _kernel(config: HeuristicsConfig, domains: frozenset[str], rewrite: bool):

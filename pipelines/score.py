@@ -29,7 +29,7 @@ from core.params import param
 from filters.base import ScorerSpec, load_scorer
 
 from .spark import file_identity, ship_file
-from .stage import StageContext, StageResult
+from .stage import Columns, StageContext, StageResult
 
 NAME = "score"
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
@@ -63,6 +63,17 @@ class ScoreParams:
                                   spec.name, spec.options)
             out.append(spec)
         return out
+
+
+def columns(params: ScoreParams) -> Columns:
+    """``score_<name>`` per scorer, and ``rule_<rule>`` per rule of a heuristics scorer (its
+    config is loaded for its rules: a JSON file, no model)."""
+    adds: list[str] = []
+    for spec in params.specs():
+        adds.append(spec.column)
+        if spec.kind == "heuristics" and not (spec.model and "{output}" in spec.model):
+            adds += [f"rule_{r}" for r in check_scorers([spec])[0].config.rules]
+    return Columns(requires=("text",), adds=tuple(adds))
 
 
 _DRIVER_SCORERS: dict[tuple, Any] = {}  # (spec, model file identity) -> loaded scorer
@@ -128,11 +139,6 @@ def apply(df: DataFrame, params: ScoreParams, ctx: StageContext) -> StageResult:
             options["language"], model_file = spec.model, None  # `langid=fr` names a language
         shipped = ship_file(ctx.spark, model_file) if model_file else None
         rules = list(scorer.config.rules) if spec.kind == "heuristics" else []
-        taken = {f.name for f in fields}
-        new = [spec.column] + [f"rule_{r}" for r in rules]
-        clash = [c for c in new if c in taken]
-        if clash:
-            raise WinnowError(f"score: the input already has column {clash[0]}; drop it or name the scorer differently")
         plan.append((spec.kind, shipped, tuple(sorted(options.items())), spec.column, rules))
         fields.append(T.StructField(spec.column, T.FloatType()))
         fields += [T.StructField(f"rule_{r}", T.BooleanType()) for r in rules]

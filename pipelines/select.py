@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from core.errors import WinnowError
 from core.params import param
 
-from .stage import StageContext, StageResult
+from .stage import Columns, StageContext, StageResult
 
 NAME = "select"
 RANK_POINTS = 1000
@@ -87,6 +87,13 @@ class SelectParams:
         return f"random {self.random_fraction:.4g} of documents, seed {self.seed}"
 
 
+def columns(params: SelectParams) -> Columns:
+    cols = params.columns()
+    requires = cols + ("id", "_file", "_row") + (("text",) if params.top_char_fraction is not None else ())
+    adds = ("score_combined",) if params.random_fraction is None and len(cols) > 1 else ()
+    return Columns(requires=requires, adds=adds + (("selected",) if params.mark else ()))
+
+
 def _rank_of(df: DataFrame, column: str) -> Column:
     """Approximate percentile rank in [0, 1] of `column`, by interpolation between quantiles."""
     probs = [i / RANK_POINTS for i in range(RANK_POINTS + 1)]
@@ -125,14 +132,6 @@ def _cut(df: DataFrame, key: str, weight: Column, target: float) -> tuple[Any, i
 
 def apply(df: DataFrame, params: SelectParams, ctx: StageContext) -> StageResult:
     cols = params.columns()
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        scores = [c for c in df.columns if c.startswith("score_")]
-        raise WinnowError(f"select: no column {missing[0]} in the input (score columns: {', '.join(scores) or 'none'}; "
-                          "run a `score` stage first)")
-    for c in ("_file", "_row"):
-        if c not in df.columns:
-            raise WinnowError(f"select: the input has no {c} column (it comes from `read`)")
     data = df
     if params.random_fraction is not None:
         key = "_random"

@@ -60,10 +60,27 @@ class StageContext:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """The columns a stage reads from its input (`requires`) and the ones it adds to its kept
+    rows (`adds`), for given parameters."""
+
+    requires: tuple[str, ...] = ()
+    adds: tuple[str, ...] = ()
+
+
+def _no_columns(_params: Any) -> Columns:
+    return Columns()
+
+
+@dataclass(frozen=True)
 class StageSpec:
-    """A registered stage: its name, parameter class and apply function."""
+    """A registered stage: its name, parameter class, apply function, and `columns(params)`: the
+    columns it requires and adds (some depend on the parameters: `score` adds ``score_<name>``,
+    `select` requires its score column). `pipelines.check_columns` walks a run's stages with
+    these before any data is read."""
 
     name: str
     params: type
     apply: Callable[[DataFrame, Any, StageContext], StageResult]
     doc: str = ""
+    columns: Callable[[Any], Columns] = _no_columns

@@ -30,7 +30,7 @@ from core.errors import WinnowError
 from core.params import param
 
 from .spark import ship_file
-from .stage import StageContext, StageResult
+from .stage import Columns, StageContext, StageResult
 
 NAME = "tokenize"
 EOT = "<|endoftext|>"
@@ -54,6 +54,10 @@ class TokenizeParams:
             raise WinnowError(f"tokenize.sample_docs: must be >= 1, got {self.sample_docs}")
         if not self.eot:
             raise WinnowError("tokenize.eot: the end-of-text token must not be empty")
+
+
+def columns(_params: TokenizeParams) -> Columns:
+    return Columns(requires=("id", "text"), adds=("tokens", "n_tokens"))
 
 
 def load_tokenizer(path: str, eot: str = EOT):
@@ -115,9 +119,6 @@ def _kernel(shipped: str, eot: str):
 
 
 def apply(df: DataFrame, params: TokenizeParams, ctx: StageContext) -> StageResult:
-    for c in ("tokens", "n_tokens"):
-        if c in df.columns:
-            raise WinnowError(f"tokenize: the input already has a {c} column")
     if params.tokenizer:
         path = params.tokenizer
         tok = load_tokenizer(path, params.eot)

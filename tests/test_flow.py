@@ -215,3 +215,47 @@ def test_an_existing_train_output_is_refused_unless_overwriting(spark, tmp_path)
         run_curation(config([src], tmp_path / "out", stages=[], train=train), spark=spark)
     assert model.read_bytes() == b"the user's model"
     assert os.listdir(tmp_path / "out") == [".winnow-owned.json"]  # refused before anything was written
+
+
+class _NoSpark:
+    """A stand-in SparkSession that fails on any use: the run must not get that far."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"Spark was used ({name}) before the stages' columns were checked")
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([{"stage": "select", "score": "score_dclm", "top_fraction": 0.5}],
+     "stage select: needs column score_dclm, which no stage before it adds (a `score` stage with a scorer "
+     "named dclm adds it; columns before it: id, text, source, domain, meta)"),
+    ([{"stage": "decompose"}, {"stage": "tokenize"}],
+     "stage decompose: needs column tokens, which no stage before it adds (a `tokenize` stage adds it; "),
+    ([{"stage": "tokenize"}, {"stage": "export"}],
+     "stage export: needs column chunks, which no stage before it adds (a `decompose` stage adds it; "),
+    ([{"stage": "dedup_minhash", "score_column": "score_q"}],
+     "stage dedup_minhash: needs column score_q, which no stage before it adds"),
+    ([{"stage": "tokenize"}, {"stage": "tokenize"}],
+     "stage tokenize-2: adds column tokens, which stage tokenize adds before it"),
+    ([{"stage": "score", "scorers": [{"kind": "heuristics"}]}, {"stage": "score", "scorers": [{"kind": "heuristics"}]}],
+     "stage score-2: adds column score_heuristics, which stage score adds before it"),
+])
+def test_a_wrong_order_of_stages_is_refused_in_one_line_before_anything_is_read(tmp_path, stages, message):
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"text": "x"}\n')
+    with pytest.raises(WinnowError) as err:
+        run_curation(config([src], tmp_path / "out", stages=stages), spark=_NoSpark())
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()  # refused before the output directory was touched
+
+
+def test_check_columns_returns_the_columns_after_the_last_stage():
+    from pipelines import READ_COLUMNS, check_columns
+    from pipelines.decompose import DecomposeParams
+    from pipelines.select import SelectParams
+    from pipelines.tokenize import TokenizeParams
+
+    plans = [("select", "select", SelectParams(random_fraction=0.5, mark=True)),
+             ("tokenize", "tokenize", TokenizeParams()), ("decompose", "decompose", DecomposeParams())]
+    assert check_columns(plans, READ_COLUMNS)[-5:] == ["selected", "tokens", "n_tokens", "chunks", "dropped_tokens"]
+    # a run that starts from an earlier stage's output starts from its columns
+    assert check_columns(plans[2:], [*READ_COLUMNS, "tokens"])[-2:] == ["chunks", "dropped_tokens"]

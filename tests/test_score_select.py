@@ -146,8 +146,11 @@ def test_select_parameters_are_checked(params, message):
 def test_unknown_columns_and_scorers_fail_before_data_is_read(scored, spark, tmp_path):
     df, _ = scored
     ctx = StageContext(spark)
-    with pytest.raises(WinnowError, match="no column score_ppl"):
-        select.apply(df, SelectParams(score="score_ppl", top_fraction=0.1), ctx)
+    from pipelines import check_columns
+
+    plan = [("select", "select", SelectParams(score="score_ppl", top_fraction=0.1))]
+    with pytest.raises(WinnowError, match="stage select: needs column score_ppl"):
+        check_columns(plan, df.columns)
     with pytest.raises(WinnowError, match="unknown scorer 'qualiti'"):
         score.apply(df, ScoreParams(scorers=({"kind": "qualiti"},)), ctx)
     with pytest.raises(WinnowError, match="model file not found"):
