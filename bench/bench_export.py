@@ -90,10 +90,10 @@ def main(copies: int = 4) -> None:
 
     def ours_export():
         out = tempfile.mkdtemp(dir=work)
-        c = StageContext(spark=spark)
+        c = StageContext(spark=spark, output=out)
         toks = tokenize.apply(df, params, c).kept
         kept = decompose_stage.apply(toks, dparams, c).kept
-        export.apply(kept, ExportParams(output=out), c)
+        export.apply(kept, ExportParams(), c)
         c.release()
         shutil.rmtree(out)
 

@@ -62,7 +62,8 @@ def _run_stage(
 ) -> StageRecord:
     live = _LIVE[key]
     spark, output, progress = live["spark"], live["output"], live["progress"]
-    ctx = StageContext(spark=spark, seed=live["seed"], claim=lambda *paths: claim(output, *paths))
+    ctx = StageContext(spark=spark, seed=live["seed"], claim=lambda *paths: claim(output, *paths),
+                       output=str(output))
     if progress:
         progress.stage_started(label)
     start = time.perf_counter()
@@ -104,7 +105,7 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     steps: list[tuple[str, str, Callable[..., StageResult], Any]] = [] if start else [
         (read.NAME, read.NAME, read.apply, read.ReadParams(input_specs(cfg)))
     ]
-    steps += [(p.label, p.name, STAGES[p.name].apply, p.params) for p in run_plans(cfg)]
+    steps += [(p.label, p.name, STAGES[p.name].apply, p.params) for p in plans(cfg)]
     steps.append((write.NAME, write.NAME, write.apply, write_params(cfg, str(output))))
     records: list[StageRecord] = []
     in_path: str | None = start
@@ -135,18 +136,6 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     return [r.as_json() for r in records]
 
 
-def run_plans(cfg: RunConfig):
-    """The configured stages with run-time values filled in (`{output}` in score model paths)."""
-    import dataclasses
-
-    out = []
-    for p in plans(cfg):
-        if p.name in ("score", "tokenize", "export"):
-            p = dataclasses.replace(p, params=dataclasses.replace(p.params, output=str(Path(cfg.output).resolve())))
-        out.append(p)
-    return out
-
-
 def check_train_outputs(cfg: RunConfig) -> None:
     """A [[train]] model file that exists is replaced only when overwriting (as train-scorer)."""
     for spec in train_specs(cfg):
@@ -170,9 +159,10 @@ def _train_and_check(cfg: RunConfig, spark, progress) -> list[dict[str, Any]]:
         reports.append(report)
         if progress and hasattr(progress, "training_finished"):
             progress.training_finished(f"train {spec.kind}", report)
-    for p in run_plans(cfg):
+    output = str(Path(cfg.output).resolve())
+    for p in plans(cfg):
         if p.name == "score":
-            check_scorers(p.params.specs())
+            check_scorers(p.params.specs(output))
     return reports
 
 
@@ -206,7 +196,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     # a missing input or unknown format fails here, before Spark starts
     files = [] if start else read.expand_inputs(input_specs(cfg))
     # so does a stage that needs a column no stage before it adds
-    check_columns([(p.label, p.name, p.params) for p in run_plans(cfg)], _start_columns(start))
+    check_columns([(p.label, p.name, p.params) for p in plans(cfg)], _start_columns(start))
     prepare(output, cfg.overwrite)  # refuses before it deletes anything
     if not start:
         check_train_outputs(cfg)

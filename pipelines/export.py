@@ -58,7 +58,6 @@ class ExportParams:
     tokenizer: str | None = param(None, metavar="PATH",
                                   help="tokenizer.json copied beside the shards; none: the output "
                                   "directory's tokenizer.json, if there is one")
-    output: str = ""                 # set by the flow
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -119,9 +118,10 @@ def _concat_kernel(seq_len: int):
 
 
 def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult:
-    if not params.output:
-        raise WinnowError("export: no output directory")
-    out = Path(params.output)
+    if not ctx.output:
+        raise WinnowError("export: no output directory (StageContext.output: the stage writes into a run's "
+                          "output directory)")
+    out = Path(ctx.output)
     plan = load_mixture(params.mixture) if params.mixture else None
     by_domain = params.by_domain or plan is not None
     stats: dict[str, Any] = {"layout": params.layout, "output": str(out)}

@@ -43,7 +43,6 @@ class ScoreParams:
         help="scorers, each a table {kind, model, name, <options>}: kind heuristics, dclm or langid; "
         "model a file (dclm: a model from `winnow train-scorer dclm`; {output} is the run's output "
         "directory) or, for langid, a language; name the column suffix (score_<name>)")
-    output: str = ""                           # set by the flow: `{output}` in model paths
 
     def __post_init__(self) -> None:
         if not self.scorers:
@@ -54,13 +53,14 @@ class ScoreParams:
         if twice:
             raise WinnowError(f"score.scorers: two scorers write {', '.join(twice)}; give them distinct `name`s")
 
-    def specs(self) -> list[ScorerSpec]:
+    def specs(self, output: str | None = None) -> list[ScorerSpec]:
+        """The scorers, with `{output}` in a model path replaced by `output` (the run's output
+        directory, `StageContext.output`) when it is given."""
         out = []
         for i, raw in enumerate(self.scorers):
             spec = ScorerSpec.from_mapping(dict(raw), f"score.scorers[{i}]")
-            if spec.model and "{output}" in spec.model:
-                spec = ScorerSpec(spec.kind, spec.model.replace("{output}", self.output or "{output}"),
-                                  spec.name, spec.options)
+            if output and spec.model and "{output}" in spec.model:
+                spec = ScorerSpec(spec.kind, spec.model.replace("{output}", output), spec.name, spec.options)
             out.append(spec)
         return out
 
@@ -129,7 +129,7 @@ def _kernel(plan: list[tuple[str, str | None, tuple, str, list[str]]]):
 
 
 def apply(df: DataFrame, params: ScoreParams, ctx: StageContext) -> StageResult:
-    specs = params.specs()
+    specs = params.specs(ctx.output)
     scorers = check_scorers(specs)
     plan, fields = [], list(df.schema.fields)
     for spec, scorer in zip(specs, scorers):

@@ -40,6 +40,9 @@ class StageContext:
     # The flow's record of what it owns in the output directory: a stage that writes there (a
     # tokenizer, export datasets) calls `ctx.own(path, ...)` before writing; None outside a flow.
     claim: Callable[..., None] | None = None
+    # The run's output directory (absolute): where a trained tokenizer and export's datasets go,
+    # and what `{output}` in a scorer's model path means. None outside a flow.
+    output: str | None = None
     _persisted: list[DataFrame] = field(default_factory=list)
 
     def own(self, *paths: str) -> None:

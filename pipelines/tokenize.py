@@ -3,7 +3,8 @@
 - ``tokenizer``: a `tokenizer.json` to use as is; or none, and a byte-level BPE tokenizer with
   ``vocab_size`` entries is trained on a sample of the corpus (``sample_docs`` documents in the
   order of a seeded hash of the id, streamed from Spark with `toLocalIterator`, never collected)
-  and saved as ``<output>/tokenizer.json`` (the flow sets ``output``).
+  and saved as ``<output>/tokenizer.json`` (the run's output directory, `StageContext.output`;
+  a temporary directory outside a flow).
 - The end-of-text token (``eot``, a special token of the vocabulary) is appended to every
   document, so documents stay apart once concatenated.
 - Encoding runs inside `mapInArrow` with `encode_batch` over each Arrow batch; the tokenizer
@@ -45,7 +46,6 @@ class TokenizeParams:
     eot: str = param(EOT, metavar="TOKEN",
                      help="end-of-text token appended to every document (a special token of the vocabulary)")
     seed: int = param(0, metavar="N", help="seed of the tokenizer's training sample")
-    output: str = ""               # set by the flow: where a trained tokenizer is saved
 
     def __post_init__(self) -> None:
         if self.tokenizer is None and not 256 + 1 <= self.vocab_size <= 1 << 20:
@@ -125,7 +125,7 @@ def apply(df: DataFrame, params: TokenizeParams, ctx: StageContext) -> StageResu
         trained = False
     else:
         tok = train_tokenizer(sample_texts(df, params.sample_docs, params.seed), params.vocab_size, params.eot)
-        out_dir = Path(params.output) if params.output else Path(tempfile.mkdtemp(prefix="winnow-tokenizer-"))
+        out_dir = Path(ctx.output) if ctx.output else Path(tempfile.mkdtemp(prefix="winnow-tokenizer-"))
         out_dir.mkdir(parents=True, exist_ok=True)
         path = str(out_dir / "tokenizer.json")
         ctx.own(path)

@@ -23,8 +23,8 @@ def docs(spark, pool_slice, tmp_path_factory):
 
 
 def test_a_trained_tokenizer_encodes_like_the_library_plus_eot(spark, docs, tmp_path):
-    ctx = StageContext(spark)
-    result = tokenize.apply(docs.repartition(3), TokenizeParams(vocab_size=1000, sample_docs=300, output=str(tmp_path)), ctx)
+    ctx = StageContext(spark, output=str(tmp_path))
+    result = tokenize.apply(docs.repartition(3), TokenizeParams(vocab_size=1000, sample_docs=300), ctx)
     assert (tmp_path / "tokenizer.json").exists() and result.stats["trained"]
     tok = load_tokenizer(str(tmp_path / "tokenizer.json"))
     assert tok.get_vocab_size() == 1000 == result.stats["vocab_size"]
