@@ -1,9 +1,11 @@
-"""filters.heuristics: each rule at its boundary, the line modifiers, the config, the scorer, odd
+"""filters.heuristics and its parts (heuristic_rules, line_modifiers, text_measures): the rule
+table, each rule at its boundary, the line modifiers, the config, the scorer, odd
 input, and a sanity check on the planted junk of the sample pool."""
 from __future__ import annotations
 
 import gzip
 import io
+import dataclasses
 import itertools
 import json
 from collections import Counter
@@ -14,19 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filters.heuristics import (
-    GROUPS,
-    RULES,
-    HeuristicsConfig,
-    HeuristicsScorer,
-    Rule,
-    RuleResult,
-    Verdict,
-    c4_lines,
-    check,
-    refinedweb_lines,
-    split_words,
-)
+from core.params import HELP
+from filters.heuristic_rules import GROUPS, MAX, MIN, SETTINGS, Rule
+from filters.heuristics import RULES, HeuristicsConfig, HeuristicsScorer, RuleResult, Verdict, check
+from filters.line_modifiers import c4_lines, refinedweb_lines
+from filters.text_measures import Doc
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
@@ -36,6 +30,11 @@ SAMPLE = REPO / "data" / "sample"
 _WORDS = ("".join(t) for t in itertools.product("bcdfghjklmnpqrstvwxz", "aeiou", "bcdfghjklmnpqrstvwxz", "aeiou"))
 WORDS = list(_WORDS)  # 10,000 words
 STOP = "the and"  # two stop words, eight characters
+
+
+def split_words(text: str) -> list[str]:
+    """The words the rules count."""
+    return Doc(text).words
 
 
 def fillers(n: int, start: int = 0) -> list[str]:
@@ -72,6 +71,26 @@ def test_rule_table_is_complete_and_ordered():
     assert GROUPS["refinedweb"] == ("refinedweb_line_removal",)
     assert HeuristicsConfig().rules == tuple(RULES)
     assert HeuristicsConfig().line_modifiers == ("refinedweb",)
+
+
+def test_config_fields_defaults_and_checks_come_from_the_table():
+    fields = {f.name: f for f in dataclasses.fields(HeuristicsConfig)}
+    assert list(fields) == ["rules", "line_modifiers", *SETTINGS]
+    for name, setting in SETTINGS.items():
+        assert fields[name].default == setting.default and type(fields[name].default) is setting.kind.type
+        assert setting.source in fields[name].metadata[HELP]  # the help cites the default's source
+        assert setting.kind.problem(setting.default) is None
+    for rule in RULES.values():
+        bounds = {s.bound: s.field for s in rule.settings}
+        assert rule.low == bounds.get(MIN) and (rule.high == bounds.get(MAX) or rule.high == 0)
+        for setting in rule.settings:
+            if setting.bound != "option":  # a limit's default is in the rule's description
+                d = setting.default
+                assert any(shown in rule.description for shown in (f"{d:g}", f"{d:.2f}", f"{d:.0%}"))
+    bad = {"int": 2.5, "fraction": 1.5, "number": -1, "bool": "yes"}
+    for name, setting in SETTINGS.items():
+        with pytest.raises(ValueError, match=f"heuristics: {name} "):
+            HeuristicsConfig(**{name: bad[setting.kind.name]})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -607,7 +626,7 @@ def test_scorer_score_and_rule_table():
     assert scorer.rule_table([])["gopher_word_count"].shape == (0,)
     # a second batch is judged afresh (the one-batch cache is keyed on the texts)
     assert scorer.score([""])[0] == scores[1]
-    assert [v.passed for v in scorer.verdicts(texts)] == [bool(s == 1.0) for s in scores]
+    assert [check(t, config).passed for t in texts] == [bool(s == 1.0) for s in scores]
 
 
 @settings(max_examples=50, deadline=None)

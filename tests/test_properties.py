@@ -20,20 +20,19 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from filters.heuristics import (
-    BULLETS,
-    RULES,
-    HeuristicsConfig,
-    c4_lines,
-    check,
-    refinedweb_lines,
-    split_words,
-)
+from filters.heuristics import RULES, HeuristicsConfig, check
+from filters.line_modifiers import c4_lines, refinedweb_lines
+from filters.text_measures import BULLETS, Doc
 from mixers import dirnames
 from mixers.decomposition import bucket_odds, bucket_schedule, bucket_stats, concat_and_chunk, decompose
 from mixers.mixture import Mixture
 from mixers.schedule import ConstantSchedule, PiecewiseLinearSchedule, UpsamplingSchedule
 from pipelines import minhash_kernel as mk
+
+
+def split_words(text: str) -> list[str]:
+    """The words the heuristics rules count."""
+    return Doc(text).words
 
 
 def fast(n: int):
