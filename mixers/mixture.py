@@ -1,10 +1,10 @@
 """Domain mixtures: domain weights -> per-domain token targets for a token budget.
 
-Implements the mixture half of METHODS.md §6 (Domain upsampling at the end of training, Blakeney
-et al. 2024, "Does your data spark joy? Performance gains from domain upsampling at the end of
-training", arXiv 2406.03476). The paper's pitfall — "Small domain sets get repeated heavily. Check
-how many epochs the DU phase implies." — is why every target here carries its repetition count and
-why a cap on repetitions (epochs) per domain is part of the arithmetic, not an afterthought.
+The mixture half of domain upsampling at the end of training (Blakeney et al. 2024, "Does your
+data spark joy? Performance gains from domain upsampling at the end of training",
+arXiv:2406.03476). Upsampling small domains repeats them many times over: that is why every target
+here carries its repetition count (epochs of the domain's tokens), and why a cap on repetitions per
+domain is part of the arithmetic, not an afterthought.
 
 The allocation
 --------------
@@ -55,13 +55,16 @@ from typing import Any, Mapping
 
 from rich.table import Table
 
+from core.values import check_int
+
 __all__ = [
     "DomainPlan",
     "Mixture",
     "MixturePlan",
     "allocate",
     "exact",
-    "normalize_weights",
+    "exact_weights",
+    "repeat_cap",
 ]
 
 
@@ -89,23 +92,21 @@ def exact(x: float | int | Fraction) -> Fraction:
     raise TypeError(f"expected a number, got {type(x).__name__}: {x!r}")
 
 
-def _as_tokens(name: str, x: Any) -> int:
-    """A non-negative integer token count (integral floats such as 1e9 are accepted)."""
-    if isinstance(x, bool):
-        raise ValueError(f"{name} must be a non-negative integer, got {x!r}")
-    if isinstance(x, Integral):
-        value = int(x)
-    elif isinstance(x, Real) and math.isfinite(float(x)) and float(x).is_integer():
-        value = int(float(x))
-    else:
-        raise ValueError(f"{name} must be a non-negative integer, got {x!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {x!r}")
-    return value
+def repeat_cap(name: str, value: Any) -> float | None:
+    """A repetition cap (the most epochs of a domain's tokens) as a float, or None for no cap
+    (None or infinity); a ValueError naming ``name`` unless it is a number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real) or not float(value) >= 0:
+        raise ValueError(f"{name}: expected a number >= 0 (inf: no cap), got {value!r}")
+    return None if math.isinf(float(value)) else float(value)
 
 
-def _exact_weights(weights: Mapping[str, float]) -> dict[str, Fraction]:
-    """Validate weights and return them, normalized, as exact fractions (in the given order)."""
+def exact_weights(weights: Mapping[str, float]) -> dict[str, Fraction]:
+    """Validate weights and return them, normalized, as exact fractions (in the given order).
+
+    A ValueError for an empty mapping, a non-string or empty domain name, a negative or
+    non-finite weight, or weights that are all zero."""
     if not isinstance(weights, Mapping):
         raise ValueError(f"weights must be a mapping domain -> weight, got {type(weights).__name__}")
     if not weights:
@@ -125,15 +126,6 @@ def _exact_weights(weights: Mapping[str, float]) -> dict[str, Fraction]:
     if total == 0:
         raise ValueError(f"all weights are zero ({', '.join(raw)}): at least one must be positive")
     return {d: v / total for d, v in raw.items()}
-
-
-def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Validated weights scaled to sum to 1 (order kept).
-
-    Raises ``ValueError`` for an empty mapping, a non-string or empty domain name, a negative or
-    non-finite weight, or weights that are all zero.
-    """
-    return {d: float(v) for d, v in _exact_weights(weights).items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,12 +207,12 @@ def allocate(
     exactly (largest remainder, ties by domain name) and never exceeds a cap. Raises ``ValueError``
     when the caps of the positively weighted domains add up to less than ``total``.
     """
-    total = _as_tokens("total", total)
-    w = _exact_weights(weights)
+    total = check_int("total", total, 0, whole_floats=True)
+    w = exact_weights(weights)
     c: dict[str, int | None] = {}
     for d in w:
         cap = None if caps is None else caps.get(d)
-        c[d] = None if cap is None else _as_tokens(f"cap of domain {d!r}", cap)
+        c[d] = None if cap is None else check_int(f"cap of domain {d!r}", cap, 0, whole_floats=True)
     try:
         return _allocate(w, total, c).units
     except _Infeasible as e:
@@ -379,14 +371,14 @@ class Mixture:
     >>> m = Mixture({"web": 3, "code": 1})
     >>> m.weights
     {'web': 0.75, 'code': 0.25}
-    >>> m.targets(1001, {"web": 10**6, "code": 10**6})
+    >>> m.plan(1001, {"web": 10**6, "code": 10**6}).targets
     {'web': 751, 'code': 250}
     """
 
     __slots__ = ("_exact", "_raw")
 
     def __init__(self, weights: Mapping[str, float]) -> None:
-        self._exact = _exact_weights(weights)
+        self._exact = exact_weights(weights)
         self._raw = {d: float(w) for d, w in weights.items()}
 
     @property
@@ -444,18 +436,9 @@ class Mixture:
         repeats: dict[str, float | None] = {}
         caps: dict[str, int | None] = {}
         for d in domains:
-            r = per[d] if d in per else max_repeats
-            if r is not None:
-                try:
-                    bad = not (float(r) >= 0)
-                except (TypeError, ValueError):
-                    bad = True
-                if bad:
-                    raise ValueError(f"max repeats of domain {d!r} must be a number >= 0, got {r!r}")
-                if math.isinf(float(r)):
-                    r = None
+            r = repeat_cap(f"max repeats of domain {d!r}", per[d] if d in per else max_repeats)
             a = available[d]
-            repeats[d] = None if r is None else float(r)
+            repeats[d] = r
             if a == 0:
                 caps[d] = 0  # nothing to repeat
             elif r is None:
@@ -485,17 +468,16 @@ class Mixture:
         Raises ``ValueError`` when the caps cannot meet the budget, saying how many tokens are
         possible.
         """
-        budget = _as_tokens("budget", budget)
+        budget = check_int("budget", budget, 0, whole_floats=True)
         if seq_len is not None:
-            seq_len = _as_tokens("seq_len", seq_len)
-            if seq_len == 0:
-                raise ValueError("seq_len must be a positive integer, got 0")
+            seq_len = check_int("seq_len", seq_len, 1, whole_floats=True)
         if not isinstance(available, Mapping):
             raise ValueError("available must be a mapping domain -> tokens")
         missing = [d for d in self._exact if d not in available]
         if missing:
             raise ValueError(f"available tokens not given for domain(s): {', '.join(missing)}")
-        avail = {d: _as_tokens(f"available tokens of domain {d!r}", a) for d, a in available.items()}
+        avail = {d: check_int(f"available tokens of domain {d!r}", a, 0, whole_floats=True)
+                 for d, a in available.items()}
         domains = list(self._exact) + [d for d in avail if d not in self._exact]
         weights = {d: self._exact.get(d, Fraction(0)) for d in domains}
         repeats, caps = self._caps(domains, avail, max_repeats, max_repeats_per_domain)
@@ -537,18 +519,3 @@ class Mixture:
             for d in domains
         )
         return MixturePlan(budget=budget, seq_len=seq_len, domains=rows, possible_tokens=possible_tokens)
-
-    def targets(
-        self,
-        budget: int,
-        available: Mapping[str, int],
-        *,
-        max_repeats: float | None = None,
-        max_repeats_per_domain: Mapping[str, float | None] | None = None,
-        seq_len: int | None = None,
-    ) -> dict[str, int]:
-        """Shorthand for ``plan(...).targets``."""
-        return self.plan(
-            budget, available, max_repeats=max_repeats,
-            max_repeats_per_domain=max_repeats_per_domain, seq_len=seq_len,
-        ).targets

@@ -61,10 +61,11 @@ Choices
   change, since the global order does not depend on them).
 
 Data loading workers: `training.loader.torch_dataset` wraps a sampler as a
-``torch.utils.data.IterableDataset``; worker ``k`` of ``K`` yields the steps ``start + k, start + k + K, ...`` (reading nothing for the
-others), and a ``DataLoader(ds, batch_size=None)`` takes from its workers in turn, so the order
-is unchanged. The sampler object in the main process is not advanced by the workers: record the
-``step`` of the last batch trained on and resume from ``step + 1``.
+``torch.utils.data.IterableDataset``; worker ``k`` of ``K`` yields the steps ``start + k, start
++ k + K, ...`` (reading nothing for the others), and a ``DataLoader(ds, batch_size=None)`` takes
+from its workers in turn, so the order is unchanged. The sampler object in the main process is
+not advanced by the workers: record the ``step`` of the last batch trained on and resume from
+``step + 1``.
 
 Memory: per bucket, one permutation of its row numbers for the current epoch (8 bytes a row) and
 the schedule of the current epoch (8 bytes a step); token data only for the batch being built.
@@ -543,8 +544,8 @@ class VariableLengthSampler(Sampler):
 
 class ConcatSampler(Sampler):
     """Fixed batches of ``batch_size`` (global) rows from a ``concat_<seq_len>`` dataset (the
-    concat-and-chunk baseline of Pouransari et al. 2024), with the same determinism, rank slices (contiguous) and resumption as
-    `VariableLengthSampler`; see the module docstring.
+    concat-and-chunk baseline of Pouransari et al. 2024), with the same determinism, rank slices
+    (contiguous) and resumption as `VariableLengthSampler`; see the module docstring.
 
     ``root_or_dataset_dir``: the dataset directory itself (it has ``state.json``) or an export
     root holding ``concat_<seq_len>/`` (pick one with ``seq_len`` when there are several).

@@ -1,9 +1,9 @@
 """Mixture schedules: domain weights as a function of training progress.
 
-Implements METHODS.md §6, Domain upsampling at the end of training (Blakeney et al. 2024, "Does
-your data spark joy? Performance gains from domain upsampling at the end of training",
-arXiv 2406.03476): train on a base mix, then at fraction ``1 - f`` of the run switch the sampler
-*abruptly* to a domain-upsampled (DU) mix and keep it to the end, with ``f`` = 0.1-0.2.
+Domain upsampling at the end of training (Blakeney et al. 2024, "Does your data spark joy?
+Performance gains from domain upsampling at the end of training", arXiv:2406.03476): train on a base
+mix, then at fraction ``1 - f`` of the run switch the sampler *abruptly* to a domain-upsampled (DU)
+mix and keep it to the end, with ``f`` = 0.1-0.2.
 
 Progress and steps
 ------------------
@@ -43,7 +43,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from mixers.mixture import _as_tokens, _exact_weights, allocate, exact
+from core.values import check_int
+from mixers.mixture import allocate, exact, exact_weights
 
 __all__ = [
     "ConstantSchedule",
@@ -54,8 +55,8 @@ __all__ = [
     "UpsamplingSchedule",
 ]
 
-# The paper's example mixes, as METHODS.md §6 gives them [U-note: a secondary excerpt that quotes
-# Tables 1-7 of arXiv 2406.03476]:
+# The paper's example mixes (Blakeney et al. 2024, arXiv:2406.03476), as a secondary excerpt that
+# quotes its Tables 1-7 gives them:
 #
 #   | Group                                   | Base mix (0-0.8T) | DU mix (last 20%, 0.2T) |
 #   | Large-scale Common Crawl                | 34.35%            | 0%                      |
@@ -79,7 +80,7 @@ PAPER_UPSAMPLED_MIX: dict[str, float] = {
     "domain_specific": 0.35,
     "code": 0.35,
 }
-PAPER_FRACTION = 0.2  # "last 20%, 0.2T" of a 1T-token run; METHODS §6 procedure: f = 0.1-0.2
+PAPER_FRACTION = 0.2  # "last 20%, 0.2T" of the paper's 1T-token run; it recommends f = 0.1-0.2
 
 
 def _progress(p: float | Fraction) -> Fraction:
@@ -93,15 +94,12 @@ def _progress(p: float | Fraction) -> Fraction:
 
 
 def _check_steps(total_steps: int) -> int:
-    n = _as_tokens("total_steps", total_steps)
-    if n == 0:
-        raise ValueError("total_steps must be a positive integer, got 0")
-    return n
+    return check_int("total_steps", total_steps, 1, whole_floats=True)
 
 
 def _step_progress(step: int, total_steps: int) -> Fraction:
     n = _check_steps(total_steps)
-    s = _as_tokens("step", step)
+    s = check_int("step", step, 0, whole_floats=True)
     if s > n:
         raise ValueError(f"step must be in [0, total_steps={n}], got {step!r}")
     return Fraction(s, n)
@@ -166,7 +164,7 @@ class Schedule(ABC):
         per-domain sums are rounded with :func:`mixers.mixture.allocate` (largest remainder, ties
         by domain name), so the result adds up to ``total_tokens`` exactly.
         """
-        total = _as_tokens("total_tokens", total_tokens)
+        total = check_int("total_tokens", total_tokens, 0, whole_floats=True)
         n = _check_steps(steps)
         sums = self._step_weight_sums(n)
         return allocate({d: sums[d] for d in self.domains}, total)
@@ -174,7 +172,7 @@ class Schedule(ABC):
     def repetitions(self, total_tokens: int, steps: int, available: Mapping[str, int]) -> dict[str, float]:
         """Epochs of each domain the run implies, ``tokens_per_domain / available``.
 
-        METHODS §6 pitfall: small domain sets get repeated heavily in the DU phase; check this.
+        Small domains get repeated heavily when the upsampled phase favours them; check this.
         A domain with tokens to give but nothing available is ``inf``.
         """
         tokens = self.tokens_per_domain(total_tokens, steps)
@@ -182,7 +180,7 @@ class Schedule(ABC):
         for d, t in tokens.items():
             if d not in available:
                 raise ValueError(f"available tokens not given for domain {d!r}")
-            a = _as_tokens(f"available tokens of domain {d!r}", available[d])
+            a = check_int(f"available tokens of domain {d!r}", available[d], 0, whole_floats=True)
             out[d] = t / a if a else (math.inf if t else 0.0)
         return out
 
@@ -281,7 +279,7 @@ class ConstantSchedule(Schedule):
     kind = "constant"
 
     def __init__(self, weights: Mapping[str, float]) -> None:
-        self._exact = _exact_weights(weights)
+        self._exact = exact_weights(weights)
         self._raw = {d: float(w) for d, w in weights.items()}
         self._weights = {d: float(w) for d, w in self._exact.items()}
 
@@ -300,9 +298,9 @@ class ConstantSchedule(Schedule):
 
 
 class UpsamplingSchedule(Schedule):
-    """Domain upsampling (METHODS §6): ``base`` until ``1 - fraction`` of the tokens, then ``upsampled``.
+    """Domain upsampling (Blakeney et al. 2024): ``base`` until ``1 - fraction`` of the tokens, then ``upsampled``.
 
-    ``fraction`` in ``[0, 1]``; the paper uses 0.1-0.2 and METHODS' default is 0.2. The switch is
+    ``fraction`` in ``[0, 1]``; the paper uses 0.1-0.2 and its headline run 0.2. The switch is
     abrupt. See the module docstring for exactly which step switches.
     """
 
@@ -319,11 +317,11 @@ class UpsamplingSchedule(Schedule):
             raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
         self._fraction = f
         try:
-            base_e = _exact_weights(base)
+            base_e = exact_weights(base)
         except ValueError as e:
             raise ValueError(f"base mix: {e}") from None
         try:
-            up_e = _exact_weights(upsampled)
+            up_e = exact_weights(upsampled)
         except ValueError as e:
             raise ValueError(f"upsampled mix: {e}") from None
         self._raw = ({d: float(w) for d, w in base.items()}, {d: float(w) for d, w in upsampled.items()})
@@ -337,7 +335,7 @@ class UpsamplingSchedule(Schedule):
     def paper(
         cls, fraction: float = PAPER_FRACTION, rename: Mapping[str, str] | None = None
     ) -> "UpsamplingSchedule":
-        """The paper's example: base mix for the first 80%, DU mix for the last 20% (METHODS §6).
+        """The paper's example: base mix for the first 80%, DU mix for the last 20% (Blakeney et al. 2024).
 
         Domains are ``cc_large``, ``cc_small``, ``domain_specific``, ``code`` (the four groups of
         the paper's table; which datasets belong to each is UNVERIFIED). ``rename`` maps these keys
@@ -429,7 +427,7 @@ class PiecewiseLinearSchedule(Schedule):
                 raise ValueError(f"point {i}: progress {p!r} is before the previous point's; "
                                  "points must be in non-decreasing order of p")
             try:
-                mixes.append(_exact_weights(w))
+                mixes.append(exact_weights(w))
             except ValueError as e:
                 raise ValueError(f"point {i} (p={p!r}): {e}") from None
             ps.append(q)

@@ -1,4 +1,5 @@
-"""Tests for mixers.mixture: token targets, repetition caps, rounding (METHODS §6; OLMo-core #316)."""
+"""Tests for mixers.mixture: token targets, repetition caps, rounding (domain upsampling, Blakeney et al.
+2024, arXiv:2406.03476; OLMo-core #316)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.table import Table
 
-from mixers.mixture import Mixture, MixturePlan, allocate, exact, normalize_weights
+from mixers.mixture import Mixture, MixturePlan, allocate, exact
 
 DOMAINS = ["books", "code", "math", "web", "wiki"]
 REPEATS = [None, 0, 0.5, 1, 1.5, 2, 2.5, 4]
@@ -275,7 +276,7 @@ def test_seq_len_rounding_is_up_to_the_next_sequence():
 
 
 def test_weights_normalized_and_validated():
-    assert normalize_weights({"a": 3, "b": 1}) == {"a": 0.75, "b": 0.25}
+    assert Mixture({"a": 3, "b": 1}).weights == {"a": 0.75, "b": 0.25}
     assert Mixture({"a": 2, "b": 0}).weights == {"a": 1.0, "b": 0.0}
     with pytest.raises(ValueError, match="negative"):
         Mixture({"a": 1, "b": -0.1})

@@ -1,5 +1,5 @@
 """Tests for mixers.sampler: constant-token batches from Dataset Decomposition buckets and the
-concat-and-chunk baseline, read from `save_to_disk` export directories (METHODS §7.2-7.4)."""
+concat-and-chunk baseline, read from `save_to_disk` export directories (Pouransari et al. 2024, arXiv:2405.13226)."""
 from __future__ import annotations
 
 import json
@@ -227,7 +227,7 @@ def test_state_from_other_settings_is_refused(export):
 
 
 # --------------------------------------------------------------------------------------------
-# Curriculum (METHODS §7.3)
+# Curriculum (the paper's length curricula)
 # --------------------------------------------------------------------------------------------
 
 

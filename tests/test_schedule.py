@@ -1,4 +1,5 @@
-"""Tests for mixers.schedule: constant, domain-upsampling (METHODS §6) and piecewise-linear schedules."""
+"""Tests for mixers.schedule: constant, domain-upsampling (Blakeney et al. 2024, arXiv:2406.03476) and
+piecewise-linear schedules."""
 from __future__ import annotations
 
 import json
@@ -186,7 +187,7 @@ def test_upsampling_validation():
         UpsamplingSchedule({"a": -1}, UP)
     with pytest.raises(ValueError, match="upsampled mix: .*all weights are zero"):
         UpsamplingSchedule(BASE, {"a": 0})
-    assert UpsamplingSchedule(BASE, UP).fraction == 0.2  # METHODS §6 default
+    assert UpsamplingSchedule(BASE, UP).fraction == 0.2  # the paper's headline run
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def test_repetitions_flags_small_domains():
 
 
 def test_paper_preset_matches_methods():
-    """METHODS §6 table [U-note, secondary]: base 34.35 / 36.70 / 7.17 / 21.78 %,
+    """The paper's mixes (a secondary excerpt of its tables): base 34.35 / 36.70 / 7.17 / 21.78 %,
     DU 0 / 30 / 35 / 35 %, DU for the last 20%."""
     s = UpsamplingSchedule.paper()
     assert PAPER_BASE_MIX == {"cc_large": 0.3435, "cc_small": 0.3670, "domain_specific": 0.0717, "code": 0.2178}

@@ -31,7 +31,7 @@ import numpy as np
 
 from core.values import check_int
 from mixers.exported import BUCKET_DIR, CONCAT_DIR, domain_dirs, export_stats, is_bucket_dir
-from mixers.mixture import exact
+from mixers.mixture import exact, repeat_cap
 from mixers.sampler import ConcatSampler, VariableLengthSampler
 from mixers.schedule import Schedule
 
@@ -103,15 +103,6 @@ def export_max_repeats(root: str | Path) -> dict[str, float | None] | None:
     return out
 
 
-def _cap(name: str, value: Any) -> float | None:
-    """A repetition cap as a float (None, or infinity: no cap)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"max_repeats of {name}: expected a number >= 0 or None, got {value!r}")
-    return None if math.isinf(value) else float(value)
-
-
 def cap_steps(max_repeats: float | None, steps_per_epoch: int) -> int | None:
     """The most batches a sampler may yield under ``max_repeats`` epochs:
     ``floor(max_repeats * steps_per_epoch)``, in exact arithmetic on the decimal the float
@@ -125,8 +116,8 @@ def pool_max_repeats(max_repeats: MaxRepeats) -> float | None:
     """The cap of one pool of every domain (a run without a schedule): one epoch of the pool is
     one pass over each domain, so the smallest cap of any domain holds for all."""
     if max_repeats is None or not isinstance(max_repeats, Mapping):
-        return _cap("the data", max_repeats)
-    caps = [c for d, r in max_repeats.items() if (c := _cap(repr(d), r)) is not None]
+        return repeat_cap("max_repeats of the data", max_repeats)
+    caps = [c for d, r in max_repeats.items() if (c := repeat_cap(f"max_repeats of {d!r}", r)) is not None]
     return min(caps) if caps else None
 
 
@@ -183,9 +174,9 @@ class ScheduledBatches:
                                                   domains=[d], epochs=None)
                          for i, d in enumerate(self.domains)}
         if isinstance(max_repeats, Mapping):
-            self.max_repeats = {d: _cap(repr(d), max_repeats.get(d)) for d in self.domains}
+            self.max_repeats = {d: repeat_cap(f"max_repeats of {d!r}", max_repeats.get(d)) for d in self.domains}
         else:
-            cap = _cap("every domain", max_repeats)
+            cap = repeat_cap("max_repeats of every domain", max_repeats)
             self.max_repeats = {d: cap for d in self.domains}
         self.cap_steps = {d: cap_steps(self.max_repeats[d], self.samplers[d].steps_per_epoch) for d in self.domains}
         self._caps = [self.cap_steps[d] for d in self.domains]

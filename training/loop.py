@@ -53,6 +53,7 @@ import torch
 
 from core.values import jsonable
 from mixers.exported import dataset_rows
+from mixers.mixture import repeat_cap
 from mixers.schedule import Schedule
 
 from .data import (batches, export_layout, export_longest, export_max_repeats, export_schedule, heldout_sets,
@@ -120,10 +121,8 @@ class TrainConfig:
         for name in ("warmup_fraction", "decay_fraction", "min_lr_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"train.{name}: must be within [0, 1], got {getattr(self, name)}")
-        if self.max_repeats is not None and (isinstance(self.max_repeats, bool)
-                                             or not isinstance(self.max_repeats, (int, float))
-                                             or not self.max_repeats > 0):
-            raise ValueError(f"train.max_repeats: expected a number > 0 (inf: no cap), got {self.max_repeats!r}")
+        if self.max_repeats is not None and repeat_cap("train.max_repeats", self.max_repeats) == 0:
+            raise ValueError("train.max_repeats: expected a number > 0 (inf: no cap), got 0")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
     @property

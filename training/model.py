@@ -8,7 +8,8 @@ and MLP) in train mode only; it draws from torch's RNG, which a resumed run must
 
 Attention never crosses a document in dataset-decomposition batches: every row of such a batch is
 a chunk of one document, so the plain causal mask is the document mask. Concat-and-chunk rows span
-documents, and attention crosses their boundaries, as in the baseline (METHODS 7.4).
+documents, and attention crosses their boundaries, as in the concat-and-chunk baseline of
+Pouransari et al. 2024 (arXiv:2405.13226).
 """
 from __future__ import annotations
 
