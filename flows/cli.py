@@ -32,8 +32,11 @@ EXPORT_FLAGS = (("tokenize", ("tokenizer", "vocab_size", "seed")), ("decompose",
                 ("export", ("layout", "seq_len", "mixture", "by_domain", "shard_rows")))
 
 
-def _verb(sub, name: str, help: str, description: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=description, epilog=EPILOG)
+def _verb(sub, name: str, help: str, description: str, handler) -> argparse.ArgumentParser:
+    """A sub-command; `handler(args) -> exit status` runs it."""
+    verb = sub.add_parser(name, help=help, description=description, epilog=EPILOG)
+    verb.set_defaults(handler=handler)
+    return verb
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Run a curation flow: read the inputs, run the configured stages in order, write "
                 "<output>/kept/ (Parquet), <output>/removed/<stage>/, manifest.json and report.md. "
                 "Spark runs embedded (local[*]) unless a master URL is given; Prefect runs in ephemeral "
-                "mode unless PREFECT_API_URL points at a server.")
+                "mode unless PREFECT_API_URL points at a server.", handler=cmd_run)
     run.add_argument("config", nargs="?", metavar="CONFIG",
                      help="flow config (TOML). Optional when --input and --output are given: then the "
                      "flow is read -> write.")
@@ -66,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup = _verb(sub, "dedup", "remove near-duplicates (MinHash-LSH) from input files",
                   "Run read -> dedup_minhash -> write on the inputs: the same stage and output layout as "
                   "`winnow run` with a [[stages]] entry `stage = \"dedup_minhash\"`. Removed rows go to "
-                  "<output>/removed/dedup_minhash/ with reason 'near-duplicate of <id>'.")
+                  "<output>/removed/dedup_minhash/ with reason 'near-duplicate of <id>'.", handler=cmd_dedup)
     dedup.add_argument("inputs", nargs="*", metavar="INPUT", help=INPUTS_HELP)
     add_params(dedup, STAGES["dedup_minhash"].params)
     dedup.add_argument("--explain", action="store_true",
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "Run read -> score [-> select] -> write on the inputs. <output>/kept/ gets one Parquet row "
                   "per document: id, source, domain and a score_<name> column per scorer (the heuristics "
                   "scorer adds rule_<rule> pass/fail columns), plus text with --with-text. The report has a "
-                  f"quantile table and a histogram per score (<output>/plots/). Scorers: {kinds}.")
+                  f"quantile table and a histogram per score (<output>/plots/). Scorers: {kinds}.",
+                  handler=cmd_score)
     score.add_argument("inputs", nargs="*", metavar="INPUT", help=INPUTS_HELP)
     score.add_argument("--scorer", "-s", action="append", default=None, metavar="SPEC",
                        help="KIND, KIND=MODEL or NAME:KIND=MODEL; repeatable. dclm=PATH (a model from "
@@ -95,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "save_to_disk directory per bucket under <output>/bucket_<i>/ (per domain "
                    "<output>/<domain>/bucket_<i>/ with --by-domain or --mixture), the tokenizer beside "
                    "them, and manifest.json with tokens and sequences per bucket. <output>/kept/ lists "
-                   "the documents (id, source, domain, n_tokens).")
+                   "the documents (id, source, domain, n_tokens).", handler=cmd_export)
     export.add_argument("inputs", nargs="*", metavar="INPUT", help=INPUTS_HELP)
     d = STAGES["decompose"].params()
     export.add_argument("--buckets", default=None, metavar="LO..HI",
@@ -110,13 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "tokenizer, the held-out set exported per domain, each variant's mix exported, then "
                      "one small model per variant and seed trained at the same token budget and evaluated "
                      "(loss and bits per byte per domain). Writes <output>/validate.json, a table in "
-                     "<output>/report.md and <output>/plots/validate-loss.png.")
+                     "<output>/report.md and <output>/plots/validate-loss.png.", handler=cmd_validate)
     validate.add_argument("config", metavar="CONFIG", help="flow config (TOML) with a [validate] table")
     add_run_options(validate, only=("output", "master", "overwrite"))
 
     train = _verb(sub, "train-scorer", f"train a quality scorer ({', '.join(registry.trainable())})",
                   "Train a scorer from positives and negatives; `winnow train-scorer KIND --help` shows "
-                  "its settings.")
+                  "its settings.", handler=cmd_train_scorer)
     by_kind = train.add_subparsers(dest="kind", metavar="KIND", required=True)
     for kind in registry.trainable():
         trainer = registry.trainer(kind)
@@ -405,18 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.errors import WinnowError
 
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "dedup":
-            return cmd_dedup(args)
-        if args.command == "score":
-            return cmd_score(args)
-        if args.command == "train-scorer":
-            return cmd_train_scorer(args)
-        if args.command == "export":
-            return cmd_export(args)
-        if args.command == "validate":
-            return cmd_validate(args)
+        return args.handler(args)
     except WinnowError as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2
@@ -430,8 +423,6 @@ def main(argv: list[str] | None = None) -> int:
                   "openjdk-17-jre-headless) and JAVA_HOME right?", file=sys.stderr)
             return 2
         raise
-    parser.print_help()
-    return 2
 
 
 if __name__ == "__main__":
