@@ -24,7 +24,7 @@ from filters.heuristics import RULES, HeuristicsConfig, check
 from filters.line_modifiers import c4_lines, refinedweb_lines
 from filters.text_measures import BULLETS, Doc
 from mixers import dirnames
-from mixers.decomposition import bucket_odds, bucket_schedule, bucket_stats, concat_and_chunk, decompose
+from mixers.decomposition import bucket_odds, bucket_schedule, concat_and_chunk, decompose
 from mixers.mixture import Mixture
 from mixers.schedule import ConstantSchedule, PiecewiseLinearSchedule, UpsamplingSchedule
 from pipelines import minhash_kernel as mk
@@ -305,25 +305,21 @@ def test_decompose_is_the_same_for_a_list_and_any_integer_array(case, dtype):
 
 @fast(80)
 @given(decomposition_cases())
-def test_bucket_stats_account_for_every_token(case):
+def test_decompositions_account_for_every_token(case):
     lo, hi, lengths, seed, tail, share = case
     rng = np.random.default_rng(seed)
     decs = [decompose(np.arange(n), lo, hi, rng, tail, share_boundary=share) for n in lengths]
-    stats = bucket_stats(decs)
-    slots = list(stats["buckets"].values()) + [stats["tail"]]
-    stored = sum(s["tokens"] for s in slots)
-    sequences = sum(s["sequences"] for s in slots)
-    with_chunks = sum(1 for d in decs if len(d))
-    boundaries = (sequences - with_chunks) if share else 0  # tokens stored twice
-    assert stats["documents"] == len(lengths) and stats["document_tokens"] == sum(lengths)
-    assert stored - boundaries + stats["dropped_tokens"] == sum(lengths)
-    assert stats["dropped_documents"] == sum(1 for n, d in zip(lengths, decs) if n and not len(d))
-    for i, s in stats["buckets"].items():
-        assert lo <= i <= hi
-        assert s["tokens"] == s["sequences"] * (2 ** i + 1) and s["train_tokens"] == s["sequences"] * 2 ** i
-    assert list(stats["buckets"]) == sorted(stats["buckets"])
-    if tail == "drop":
-        assert stats["tail"]["sequences"] == 0
+    for n, d in zip(lengths, decs):
+        stored = sum(len(c.tokens) for c in d.chunks)
+        boundaries = max(len(d.chunks) - 1, 0) if share else 0  # tokens stored twice
+        assert d.n_tokens == n and stored - boundaries + d.dropped_tokens == n
+        for c in d.chunks:
+            if c.bucket is None:
+                assert tail == "keep" and len(c.tokens) < 2 ** lo + 1
+            else:
+                assert lo <= c.bucket <= hi and len(c.tokens) == 2 ** c.bucket + 1
+        if n and not d.chunks:
+            assert d.dropped_tokens == n
 
 
 @fast(60)
