@@ -79,7 +79,7 @@ def test_a_10_mb_document_gets_a_signature_and_its_edited_copy_matches():
 
 
 def test_banding_reproduces_text_dedup_and_the_formula():
-    # text-dedup's configs/minhash.toml: threshold 0.7, 240 permutations -> (24, 10) (METHODS.md 8.2)
+    # text-dedup's configs/minhash.toml: threshold 0.7, 240 permutations -> (24, 10)
     assert mk.optimal_bands(0.7, 240) == (24, 10)
     b, r = mk.optimal_bands(0.8, 256, fp_weight=0.05, fn_weight=0.95)
     assert b * r <= 256
