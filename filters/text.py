@@ -5,9 +5,9 @@
 - ``none``        the text as given;
 - ``whitespace``  Unicode NFC, runs of whitespace collapsed to one space, ends stripped (the
                   default for exact dedup: re-flowed or re-indented copies count as the same text);
-- ``aggressive``  the MinHash normalization datatrove applies before shingling: lowercase, diacritics stripped after
-                  NFKD, every digit run becomes ``0``, punctuation and symbols become spaces, then
-                  whitespace collapsed.
+- ``aggressive``  the normalization datatrove's MinHash dedup applies before shingling:
+                  lowercase, diacritics stripped after NFKD, every digit run becomes ``0``,
+                  punctuation and symbols become spaces, then whitespace collapsed.
 """
 from __future__ import annotations
 
