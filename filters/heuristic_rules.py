@@ -126,8 +126,9 @@ def _rule(name: str, group: str, template: str, *settings: Setting, fixed_max: i
                 high=fixed_max if fixed_max is not None else bounds.get(MAX), settings=settings)
 
 
-_TOP_NGRAM_LIMITS = {2: 0.20, 3: 0.18, 4: 0.16}                                      # GOPHER_REPETITION
-_DUP_NGRAM_LIMITS = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}          # GOPHER_REPETITION
+# The n-gram limits of Gopher's Table A1 (GOPHER_REPETITION), one rule and one setting per n below.
+_TOP_NGRAM_LIMITS = {2: 0.20, 3: 0.18, 4: 0.16}
+_DUP_NGRAM_LIMITS = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
 
 _TABLE: tuple[Rule, ...] = (
     # Gopher quality filters
@@ -275,7 +276,7 @@ HeuristicsConfig = dataclasses.make_dataclass(
      ("line_modifiers", tuple[str, ...],
       param(("refinedweb",), help="line modifiers that rewrite the text first, in this order: "
                                   f"any of {', '.join(LINE_MODIFIERS)}")),
-     *[(s.field, s.kind.type, param(s.default, help=f"{s.help} (default: {s.source})")) for s in SETTINGS.values()]],
+     *[(s.field, s.kind.type, param(s.default, help=f"{s.help} [default from {s.source}]")) for s in SETTINGS.values()]],
     frozen=True,
     namespace={
         "__module__": __name__,
