@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 from core.errors import AccountingError, WinnowError
 from pipelines import READ_COLUMNS, STAGES, check_columns, read, write
-from pipelines.stage import StageContext, StageResult
+from pipelines.stage import StageContext, StageResult, removed_by_reason
 
 from .config import RunConfig, input_specs, plans, train_specs, write_params
 from .output import claim, prepare
@@ -79,6 +79,8 @@ def _run_stage(
         kept = result.kept.count()
     ctx.release()
     removed = _count(spark, removed_path)
+    if removed:  # per kind of reason (pipelines.stage): a few rows, whatever the stage
+        result.stats["removed_by_reason"] = removed_by_reason(spark.read.parquet(removed_path))
     if n_in is None:  # `read` starts the run: everything it saw is kept or removed
         n_in = kept + removed
     record = StageRecord(

@@ -95,12 +95,12 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
             for col in quantiles:
                 lines += ["", f"![{col} histogram](plots/{histogram_name(r.name, col)})"]
         for r in details:
-            by_rule = r.stats.get("removed_by_rule")
-            if not by_rule:
+            by_reason = r.stats.get("removed_by_reason")
+            if not by_reason:
                 continue
-            lines += ["", f"### {r.name}: removed documents by first failing rule", "",
-                      "| rule | removed |", "|---|---:|"]
-            lines += [f"| {rule} | {n:,} |" for rule, n in by_rule.items()]
+            lines += ["", f"### {r.name}: removed documents by reason", "",
+                      "| reason | removed |", "|---|---:|"]
+            lines += ["| " + kind.replace("|", "\\|") + f" | {n:,} |" for kind, n in by_reason.items()]
         for r in details:
             for key, title in (("buckets", "sequences and tokens per bucket"), ("datasets", "training shards")):
                 table = r.stats.get(key)

@@ -7,13 +7,14 @@ judged once, removed with the first failing rule as its reason.
   rules by nature); the others pass through unjudged and are counted as kept.
 - ``thresholds`` overrides rule limits by their `HeuristicsConfig` field names, e.g.
   ``thresholds = {min_words = 20}``.
-- Stats: removed documents per first failing rule (from the written removed rows).
+- The reason is ``<rule>: <detail>``, so the flow's count of removed rows per kind of reason
+  (`pipelines.stage`) is the count per first failing rule.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
@@ -84,14 +85,6 @@ def _kernel(config: HeuristicsConfig, domains: frozenset[str], rewrite: bool):
     return kernel
 
 
-def _rule_counts(_kept: DataFrame, removed: DataFrame) -> dict[str, Any]:
-    if removed is None or "reason" not in removed.columns:
-        return {}
-    rule = F.substring_index(F.col("reason"), ":", 1)
-    counts = {r[0]: int(r[1]) for r in removed.groupBy(rule).count().collect()}  # one row per rule
-    return {"removed_by_rule": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
-
-
 def apply(df: DataFrame, params: HeuristicsParams, ctx: StageContext) -> StageResult:
     config = params.config()
     schema = T.StructType(list(df.schema.fields) + [T.StructField("_reason", T.StringType())])
@@ -102,7 +95,7 @@ def apply(df: DataFrame, params: HeuristicsParams, ctx: StageContext) -> StageRe
         *df.columns, F.lit(NAME).alias("removed_by"), F.col("_reason").alias("reason"))
     stats = {"rules": len(config.rules), "line_modifiers": ", ".join(config.line_modifiers) or "none",
              "domains": ", ".join(params.domains) or "all"}
-    return StageResult(kept, removed, stats, stats_after_write=_rule_counts)
+    return StageResult(kept, removed, stats)
 
 
 __all__ = ["NAME", "HeuristicsParams", "apply", "LINE_MODIFIERS"]

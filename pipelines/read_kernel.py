@@ -301,7 +301,7 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
                 continue
             if not isinstance(record, dict):
                 yield out.add(out.error(
-                    line_no, f"record at {_where(task, line_no)} is a JSON {type(record).__name__}, not an object",
+                    line_no, f"record is a JSON {type(record).__name__}, not an object, at {_where(task, line_no)}",
                     line.rstrip("\r\n"),
                 ))
                 continue
@@ -323,12 +323,12 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
         records += 1
         yield out.add(out.error(
             line_no + 1,
-            f"unreadable file {task.relpath} after line {line_no}: {type(exc).__name__}: {exc}",
+            f"unreadable file at {task.relpath} after line {line_no}: {type(exc).__name__}: {exc}",
             None,
         ))
         return
     if records == 0:
-        yield out.add(out.error(0, f"empty file {task.relpath}: no records", None))
+        yield out.add(out.error(0, f"empty file at {task.relpath}: no records", None))
 
 
 def _table_rows(task: FileTask, out: _Batcher, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch | None]:
@@ -341,11 +341,11 @@ def _table_rows(task: FileTask, out: _Batcher, batches: Iterator[pa.RecordBatch]
     except Exception as exc:  # noqa: BLE001 - any reader failure is a property of the file
         row_no += 1
         yield out.add(out.error(
-            row_no, f"unreadable file {task.relpath} after row {row_no - 1}: {type(exc).__name__}: {exc}", None
+            row_no, f"unreadable file at {task.relpath} after row {row_no - 1}: {type(exc).__name__}: {exc}", None
         ))
         return
     if row_no == 0:
-        yield out.add(out.error(0, f"empty file {task.relpath}: no records", None))
+        yield out.add(out.error(0, f"empty file at {task.relpath}: no records", None))
 
 
 def _parquet_batches(path: str, batch_rows: int) -> Iterator[pa.RecordBatch]:

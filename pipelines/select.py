@@ -155,7 +155,7 @@ def apply(df: DataFrame, params: SelectParams, ctx: StageContext) -> StageResult
         keep = value.isNotNull() & (value >= F.lit(params.threshold))
         stats["threshold"] = params.threshold
         why = F.when(value.isNull(), F.concat(F.lit(f"{key} is null")))
-        why = why.otherwise(F.format_string(f"{key} %.4g < {params.threshold:.4g}", value))
+        why = why.otherwise(F.format_string(f"{key} below the threshold: %.4g < {params.threshold:.4g}", value))
     else:
         n = data.count()
         if params.top_char_fraction is not None:
@@ -178,8 +178,8 @@ def apply(df: DataFrame, params: SelectParams, ctx: StageContext) -> StageResult
             why = F.lit(f"not in the {params.rule}")
         else:
             cut_text = "none" if stats["threshold"] is None else f"{stats['threshold']:.4g}"
-            below = F.format_string(f"{key} %.4g < {cut_text} ({params.rule})", value)
-            tie = F.lit(f"{key} equal to the cut, after it in input order ({params.rule})")
+            below = F.format_string(f"{key} below the cut: %.4g < {cut_text} ({params.rule})", value)
+            tie = F.lit(f"{key} equal to the cut: after it in input order ({params.rule})")
             why = F.when(value.isNull(), F.lit(f"{key} is null")).when(value == F.lit(stats["threshold"]), tie).otherwise(below)
     flagged = data.withColumn("_keep", F.coalesce(keep, F.lit(False)))
     keep_cols = [c for c in data.columns if c != "_random"]

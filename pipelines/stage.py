@@ -3,14 +3,52 @@
 A stage is a frozen dataclass of parameters plus an `apply` function. It never drops a column a
 later stage may need and never loses a row: every input row is in `kept` or in `removed`, and
 each removed row says which stage removed it (`removed_by`) and why (`reason`).
+
+Reasons and their kinds. The flow counts every stage's removed rows per *kind* of reason
+(`removed_by_reason` in the stage's stats, a table per stage in report.md), so the kind must take
+few values however many rows are removed. One rule gives it: **the kind is the reason's text
+before its first ":", " of " or " at "** (trailing spaces and commas dropped; the whole reason when
+none occurs). Reasons are written so that the part before that separator is a fixed phrase and
+everything about the row (an id, a file and line, a value) comes after it:
+
+- ``gopher_word_count: 12 words < 50`` (heuristics) -> ``gopher_word_count``;
+- ``no chunk: 40 tokens, fewer than ...`` (decompose) -> ``no chunk``;
+- ``score_dclm below the cut: 0.12 < 0.5 (top 0.1 of documents)`` (select) -> ``score_dclm below the cut``;
+- ``exact duplicate of <id>``, ``near-duplicate of <id>`` (dedup) -> ``exact duplicate``, ``near-duplicate``;
+- ``malformed json at <file> line 3: ...``, ``unreadable file at <file> after line 9: ...`` (read)
+  -> ``malformed json``, ``unreadable file``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+# The kind of a reason (see the module docstring): written for Python's `re` and Java's regex alike.
+REASON_KIND = r"^(.*?)(?::| of | at |$)"
+_TRAILING = r"[\s,]+$"
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of one reason, as `removed_by_reason` counts it."""
+    return re.sub(_TRAILING, "", re.match(REASON_KIND, reason, re.DOTALL).group(1))
+
+
+def reason_kind_column(reason: str = "reason") -> Column:
+    """`reason_kind` as a Spark expression."""
+    return F.regexp_replace(F.regexp_extract(F.col(reason), "(?s)" + REASON_KIND, 1), _TRAILING, "")
+
+
+def removed_by_reason(removed: DataFrame) -> dict[str, int]:
+    """Removed rows per kind of reason, most first: one aggregation, one row per kind."""
+    if "reason" not in removed.columns:
+        return {}
+    counts = removed.groupBy(reason_kind_column().alias("kind")).count().collect()
+    return dict(sorted(((r["kind"], int(r["count"])) for r in counts), key=lambda kv: (-kv[1], kv[0])))
 
 
 @dataclass

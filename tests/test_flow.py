@@ -154,6 +154,8 @@ def test_manifest_and_report_account_for_every_document(slice_run):
     assert manifest["config"]["stages"] == [{"stage": "dedup_exact"}] and manifest["config"]["seed"] == 7
     report = (summary.output / "report.md").read_text()
     assert "| dedup_exact |" in report and "in = kept + removed" in report
+    assert stages[1]["stats"]["removed_by_reason"] == {"exact duplicate": len(sl["exact_dups"])}
+    assert f"| exact duplicate | {len(sl['exact_dups']):,} |" in report
     assert not (summary.output / "_work").exists()
 
 
@@ -173,6 +175,11 @@ def test_malformed_inputs_become_removed_rows_and_the_run_completes(spark, prefe
     reasons = sorted(r["reason"].split(" at ")[0].split(" ")[0] for r in removed)
     assert reasons == ["'text'", "empty", "invalid", "malformed", "no", "unreadable"]
     read = summary.stages[0]
+    # counted per kind of reason (pipelines.stage), not per file or line
+    assert read.stats["removed_by_reason"] == {
+        "'text' is int, not a string": 1, "empty file": 1, "invalid utf-8": 1, "malformed json": 1,
+        "no 'text' field": 1, "unreadable file": 1}
+    assert "### read: removed documents by reason" in (summary.output / "report.md").read_text()
     assert read.n_in == read.kept + read.removed
     kept_ids = pads.dataset(summary.output / "kept").to_table().column("id").to_pylist()
     assert {"g1", "g1#1"} <= set(kept_ids)
@@ -246,6 +253,19 @@ def test_a_wrong_order_of_stages_is_refused_in_one_line_before_anything_is_read(
         run_curation(config([src], tmp_path / "out", stages=stages), spark=_NoSpark())
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()  # refused before the output directory was touched
+
+
+def test_a_reason_is_counted_by_its_kind():
+    from pipelines.stage import reason_kind
+
+    assert [reason_kind(r) for r in (
+        "exact duplicate of doc-7", "near-duplicate of a:b", "gopher_word_count: 3 words < 50",
+        "no chunk: 40 tokens, fewer than the smallest bucket's 257 (tail = drop)",
+        "malformed json at data/x.jsonl line 3: Expecting value (column 1)",
+        "'text' is int, not a string, at x.jsonl line 2", "unreadable file at x.gz after line 9: EOFError: x",
+        "score_dclm below the cut: 0.12 < 0.5 (top 0.1 of documents)", "score_dclm is null", "plain")] == [
+        "exact duplicate", "near-duplicate", "gopher_word_count", "no chunk", "malformed json",
+        "'text' is int, not a string", "unreadable file", "score_dclm below the cut", "score_dclm is null", "plain"]
 
 
 def test_check_columns_returns_the_columns_after_the_last_stage():

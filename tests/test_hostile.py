@@ -170,8 +170,8 @@ def test_every_hostile_record_is_kept_or_removed_with_a_reason(hostile_run):
     by_reason = " | ".join(sorted(reasons.values()))
     for expected in ("malformed json", "invalid utf-8", "lone surrogate escape", "no 'text' field",
                      "'text' is int", "'text' is list", "is a JSON list, not an object", "'id' is float",
-                     "'id' is bool", "'id' is dict", "empty file empty.jsonl", "unreadable file cut.jsonl.gz",
-                     "unreadable file cut.jsonl.zst", "'text' is bytes"):
+                     "'id' is bool", "'id' is dict", "empty file at empty.jsonl", "unreadable file at cut.jsonl.gz",
+                     "unreadable file at cut.jsonl.zst", "'text' is bytes"):
         assert expected in by_reason, expected
     # the odd documents that are valid went on through every stage
     kept_ids = {r["id"] for r in kept}

@@ -61,7 +61,7 @@ def test_every_malformed_record_is_an_error_row_with_its_line(tmp_path):
     assert errors[3] == "invalid utf-8 at bad.jsonl line 3, byte 13"
     assert errors[4] == "no 'text' field at bad.jsonl line 4"
     assert errors[5] == "'text' is list, not a string, at bad.jsonl line 5"
-    assert errors[6] == "record at bad.jsonl line 6 is a JSON list, not an object"
+    assert errors[6] == "record is a JSON list, not an object, at bad.jsonl line 6"
     assert errors[8].startswith("'id' is dict")
     bad = next(r for r in out if r["_row"] == 3)
     assert bad["id"] == "src:bad.jsonl:3" and "\\xe9" in bad["_raw"] and bad["_path"] == str(f)
@@ -71,7 +71,7 @@ def test_empty_file_is_one_error_row(tmp_path):
     f = tmp_path / "empty.jsonl"
     f.write_text("")
     (r,) = rows(f)
-    assert r["_error"] == "empty file empty.jsonl: no records"
+    assert r["_error"] == "empty file at empty.jsonl: no records"
 
 
 def test_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path):
@@ -83,7 +83,7 @@ def test_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path):
     good = [r for r in out if r["_error"] is None]
     bad = [r for r in out if r["_error"]]
     assert 0 < len(good) < 200
-    assert len(bad) == 1 and bad[0]["_error"].startswith(f"unreadable file cut.jsonl.gz after line {len(good)}")
+    assert len(bad) == 1 and bad[0]["_error"].startswith(f"unreadable file at cut.jsonl.gz after line {len(good)}")
     assert bad[0]["_row"] == len(good) + 1
 
 
@@ -102,7 +102,7 @@ def test_truncated_zstd_is_an_error_row(tmp_path):
     f = tmp_path / "cut.jsonl.zst"
     f.write_bytes(data[: len(data) // 3])
     out = rows(f)
-    assert out[-1]["_error"].startswith("unreadable file cut.jsonl.zst")
+    assert out[-1]["_error"].startswith("unreadable file at cut.jsonl.zst")
 
 
 def test_parquet_rows_with_null_text_and_map_meta(tmp_path):
@@ -121,7 +121,7 @@ def test_corrupt_parquet_is_an_error_row(tmp_path):
     f = tmp_path / "junk.parquet"
     f.write_bytes(b"PAR1 this is not parquet")
     (r,) = rows(f, "parquet")
-    assert r["_error"].startswith("unreadable file junk.parquet after row 0")
+    assert r["_error"].startswith("unreadable file at junk.parquet after row 0")
 
 
 def test_datasets_directory(tmp_path):
