@@ -1,5 +1,6 @@
 """Stage `decompose`: each document's tokens split into power-of-two chunks (Dataset
-Decomposition, METHODS.md §7.1; `mixers.decomposition.decompose`).
+Decomposition, Pouransari et al. 2024, arXiv:2405.13226, and its reference code
+apple/ml-dataset-decomposition; `mixers.decomposition.decompose`).
 
 - A chunk in bucket i has 2**i + 1 tokens (2**i inputs plus the shifted target); buckets
   ``min_log2..max_log2`` (the paper's 8..13 by default). Documents longer than the largest

@@ -1,5 +1,8 @@
 """Stage `dedup_minhash`: MinHash-LSH near-duplicate removal, distributed from end to end.
 
+MinHash: Broder 1997, "On the resemblance and containment of documents"; LSH banding and its
+S-curve: Leskovec, Rajaraman and Ullman, Mining of Massive Datasets, ch. 3.
+
 1. **Signatures** (`minhash_kernel`) inside `mapInArrow`, one numpy pass per Arrow batch.
 2. **Bands**: the K values are cut into `bands` x `rows`; each (band, values) pair is a bucket.
    Unless given, `bands` and `rows` minimize ``fp_weight * FP area + (1 - fp_weight) * FN area``
@@ -56,6 +59,16 @@ from .stage import Columns, StageContext, StageResult
 
 NAME = "dedup_minhash"
 CHECKS = ("signature", "exact", "none")
+# 8192 values are 32 KiB of signature per document, and the estimate's standard error is already
+# below 0.006 at any Jaccard; each probe grouping adds b buckets per document.
+MAX_NUM_PERM = 8192
+MAX_PROBES = 16
+# The probe groupings' generator is seeded by (seed, PROBE_STREAM, g): the constant keeps it apart
+# from the signature permutations, which `minhash_kernel.permutations` draws from `seed` alone.
+# Fixed forever: changing it changes which pairs become candidates.
+PROBE_STREAM = 0x5EED
+# A node is `_file << NODE_ROW_BITS | _row`: rows below 2**40 per file, 2**23 files, in a long.
+NODE_ROW_BITS = 40
 
 
 @dataclass(frozen=True)
@@ -86,8 +99,8 @@ class DedupMinhashParams:
         p = f"{NAME}."
         if not 0.0 < self.threshold < 1.0:
             raise WinnowError(f"{p}threshold must be between 0 and 1 (exclusive), got {self.threshold}")
-        if not 2 <= self.num_perm <= 8192:
-            raise WinnowError(f"{p}num_perm must be between 2 and 8192, got {self.num_perm}")
+        if not 2 <= self.num_perm <= MAX_NUM_PERM:
+            raise WinnowError(f"{p}num_perm must be between 2 and {MAX_NUM_PERM}, got {self.num_perm}")
         if self.ngram < 1:
             raise WinnowError(f"{p}ngram must be at least 1, got {self.ngram}")
         if (self.bands is None) != (self.rows is None):
@@ -98,8 +111,8 @@ class DedupMinhashParams:
             )
         if not 0.0 < self.fp_weight < 1.0:
             raise WinnowError(f"{p}fp_weight must be between 0 and 1 (exclusive), got {self.fp_weight}")
-        if not 1 <= self.probes <= 16:
-            raise WinnowError(f"{p}probes must be between 1 and 16, got {self.probes}")
+        if not 1 <= self.probes <= MAX_PROBES:
+            raise WinnowError(f"{p}probes must be between 1 and {MAX_PROBES}, got {self.probes}")
         if self.check not in CHECKS:
             raise WinnowError(f"{p}check: {self.check!r} is not one of {', '.join(CHECKS)}")
 
@@ -129,7 +142,7 @@ def band_rows(params: DedupMinhashParams) -> list[np.ndarray]:
     b, r = params.banding()
     out = [np.arange(j * r, (j + 1) * r) for j in range(b)]
     for g in range(1, params.probes):
-        order = np.random.default_rng([params.seed, 0x5EED, g]).permutation(params.num_perm)
+        order = np.random.default_rng([params.seed, PROBE_STREAM, g]).permutation(params.num_perm)
         out += [order[j * r:(j + 1) * r] for j in range(b)]
     return out
 
@@ -222,7 +235,7 @@ def _jaccard_udf(ngram: int):
 # --- the stage ---------------------------------------------------------------------------------
 
 def node_column():
-    return F.shiftleft(F.col("_file").cast("long"), 40).bitwiseOR(F.col("_row").cast("long"))
+    return F.shiftleft(F.col("_file").cast("long"), NODE_ROW_BITS).bitwiseOR(F.col("_row").cast("long"))
 
 
 def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> StageResult:

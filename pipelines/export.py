@@ -5,7 +5,8 @@ Two layouts:
   (``bucket_tail`` for tails), or ``<output>/<domain>/bucket_<i>/`` when domains are kept apart
   (``by_domain``, or whenever a mixture is given). Rows: ``id``, ``domain``, ``position`` (the
   chunk's index in its document), ``start`` (its first token's offset) and ``tokens``.
-- ``concat`` (the concat-and-chunk baseline of METHODS §7.4, after `tokenize`): each partition's
+- ``concat`` (the concat-and-chunk baseline of Dataset Decomposition, Pouransari et al. 2024,
+  arXiv:2405.13226, after `tokenize`): each partition's
   documents, in input order, are concatenated (their end-of-text tokens between them) and cut
   into ``seq_len + 1`` windows, written to ``<output>/concat_<seq_len>/``; the last partial window of
   each partition is counted in the stats, not written.
@@ -42,6 +43,7 @@ from .stage import Columns, StageContext, StageResult
 
 NAME = "export"
 LAYOUTS = ("decomposition", "concat")
+UINT16_IDS = 1 << 16  # token ids below this fit uint16: half the bytes of uint32 shards
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def load_mixture(path: str) -> dict[str, Any]:
 
 
 def _token_type(vocab_max: int) -> pa.DataType:
-    return pa.uint16() if vocab_max < 1 << 16 else pa.uint32()
+    return pa.uint16() if vocab_max < UINT16_IDS else pa.uint32()
 
 
 def _concat_kernel(seq_len: int):

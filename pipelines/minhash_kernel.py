@@ -4,7 +4,9 @@ No Spark objects here, so each step can be tested on plain strings.
 
 Hash widths and the permutation family
 --------------------------------------
-- Text is normalized as in METHODS.md §8 (`filters.text.normalize(mode="aggressive")`) and split
+- Text is normalized as datatrove's MinHash deduplication does it (huggingface/datatrove,
+  `utils/text.py`: lowercase, digits to 0, punctuation to spaces, diacritics stripped;
+  `filters.text.normalize(mode="aggressive")`) and split
   on spaces into tokens. Characters of scripts written without spaces (Han, kana, Thai, Lao,
   Khmer, Myanmar, Tibetan) are each a token of their own, so such text shingles on characters.
 - Each token is hashed to 64 bits with xxh3-64. A shingle is `n` consecutive tokens; its 64-bit

@@ -34,6 +34,12 @@ from .stage import Columns, StageContext, StageResult
 
 NAME = "select"
 RANK_POINTS = 1000
+# percentile_approx's accuracy: its rank error is at most 1 / accuracy of the rows, here 1e-5,
+# a hundredth of the 1e-3 spacing of the RANK_POINTS quantiles it places.
+PERCENTILE_ACCURACY = 100_000
+# A double holds every integer below 2**53 exactly: the random key is the id's seeded 64-bit hash
+# cut to 53 bits and divided by 2**53, uniform in [0, 1) with no two hashes rounded together.
+RANDOM_BITS = 53
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ def columns(params: SelectParams) -> Columns:
 def _rank_of(df: DataFrame, column: str) -> Column:
     """Approximate percentile rank in [0, 1] of `column`, by interpolation between quantiles."""
     probs = [i / RANK_POINTS for i in range(RANK_POINTS + 1)]
-    edges = df.agg(F.percentile_approx(column, probs, 100_000)).first()[0]
+    edges = df.agg(F.percentile_approx(column, probs, PERCENTILE_ACCURACY)).first()[0]
     if edges is None:
         return F.lit(None).cast("double")
     # Position of x among the edges: the number of edges below x plus half of those equal to it.
@@ -135,8 +141,8 @@ def apply(df: DataFrame, params: SelectParams, ctx: StageContext) -> StageResult
     data = df
     if params.random_fraction is not None:
         key = "_random"
-        bits = F.xxhash64(F.col("id"), F.lit(params.seed)).bitwiseAND(F.lit((1 << 53) - 1).cast("long"))
-        data = data.withColumn(key, bits.cast("double") / F.lit(float(1 << 53)))
+        bits = F.xxhash64(F.col("id"), F.lit(params.seed)).bitwiseAND(F.lit((1 << RANDOM_BITS) - 1).cast("long"))
+        data = data.withColumn(key, bits.cast("double") / F.lit(float(1 << RANDOM_BITS)))
         shown = None
     elif len(cols) == 1:
         key = cols[0]

@@ -35,6 +35,8 @@ from .stage import Columns, StageContext, StageResult
 
 NAME = "tokenize"
 EOT = "<|endoftext|>"
+MIN_VOCAB = 256 + 1   # a trained byte-level vocabulary: every byte, plus the end-of-text token
+MAX_VOCAB = 1 << 20   # ids stay far inside int32; export writes uint32 above 65,536
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,8 @@ class TokenizeParams:
     seed: int = param(0, metavar="N", help="seed of the tokenizer's training sample")
 
     def __post_init__(self) -> None:
-        if self.tokenizer is None and not 256 + 1 <= self.vocab_size <= 1 << 20:
-            raise WinnowError(f"tokenize.vocab_size: must be within [257, {1 << 20}], got {self.vocab_size}")
+        if self.tokenizer is None and not MIN_VOCAB <= self.vocab_size <= MAX_VOCAB:
+            raise WinnowError(f"tokenize.vocab_size: must be within [{MIN_VOCAB}, {MAX_VOCAB}], got {self.vocab_size}")
         if self.sample_docs < 1:
             raise WinnowError(f"tokenize.sample_docs: must be >= 1, got {self.sample_docs}")
         if not self.eot:
