@@ -21,7 +21,15 @@ appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
 logger.parquet.name = org.apache.parquet
 logger.parquet.level = error
+logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.gateway.level = error
 """
+# Why the gateway logger: PySpark's JVM entry point (PythonGatewayServer) initializes logging as
+# an interactive shell does. Spark's `Logging.initializeLogging` then takes the level of the
+# entry point's own logger (WARN when the config names none) and, when it differs from the root
+# level, prints 'Setting default log level to "WARN".' and 'To adjust logging level use
+# sc.setLogLevel(newLevel)...' to stderr and lowers the console to WARN. Naming that logger at
+# the root's level (error) keeps both lines and the WARN threshold out; errors still show.
 
 
 def _java17_home() -> str | None:
@@ -111,9 +119,12 @@ def ship_file(spark, path: str) -> str:
 
 
 def _log4j_file() -> str:
+    """The log4j2 config the JVM starts with, rewritten when this module's text changed."""
     path = private_dir() / "log4j2.properties"
-    if not path.exists():
-        path.write_text(_LOG4J2)
+    if not path.exists() or path.read_text() != _LOG4J2:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(_LOG4J2)
+        os.replace(tmp, path)
     return str(path)
 
 
