@@ -182,30 +182,66 @@ def get_spark(
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    settings: dict[str, str] = {"spark.app.name": app_name, "spark.sql.shuffle.partitions": str(shuffle_partitions),
+                                "spark.sql.session.timeZone": "UTC"}
     if master.startswith("sc://"):
         builder = SparkSession.builder.remote(master)
-    else:
-        log4j = f"-Dlog4j2.configurationFile=file:{_log4j_file()}"
-        builder = (
-            SparkSession.builder.master(master)
-            .config("spark.driver.bindAddress", os.environ["SPARK_LOCAL_IP"])
-            .config("spark.driver.host", os.environ["SPARK_LOCAL_IP"])
-            .config("spark.ui.enabled", "false")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.driver.extraJavaOptions", log4j)
-            .config("spark.executor.extraJavaOptions", log4j)
-            .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-            .config("spark.sql.parquet.summary.metadata.level", "NONE")
-        )
-        if driver_memory is None and master.startswith("local"):
-            driver_memory = local_driver_memory()  # local mode: the driver's heap is all there is
-        if driver_memory:
-            builder = builder.config("spark.driver.memory", driver_memory)
-    builder = builder.appName(app_name).config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-    builder = builder.config("spark.sql.session.timeZone", "UTC")
-    for key, value in (conf or {}).items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    if not master.startswith("sc://"):
-        spark.sparkContext.setLogLevel("ERROR")
+        for key, value in {**settings, **(conf or {})}.items():
+            builder = builder.config(key, value)
+        return builder.getOrCreate()
+    log4j = f"-Dlog4j2.configurationFile=file:{_log4j_file()}"
+    settings.update({
+        "spark.master": master,
+        "spark.driver.bindAddress": os.environ["SPARK_LOCAL_IP"],
+        "spark.driver.host": os.environ["SPARK_LOCAL_IP"],
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.extraJavaOptions": log4j,
+        "spark.executor.extraJavaOptions": log4j,
+        "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        "spark.sql.parquet.summary.metadata.level": "NONE",
+    })
+    if driver_memory is None and master.startswith("local"):
+        driver_memory = local_driver_memory()  # local mode: the driver's heap is all there is
+    if driver_memory:
+        settings["spark.driver.memory"] = driver_memory
+    settings.update(conf or {})
+    _start_context(settings)
+    spark = SparkSession.builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+# The JVM prints this when Spark's launcher adds `--add-modules=jdk.incubator.vector`, which
+# Spark 4's launcher always does (JavaModuleOptions); no JVM flag turns the notice off.
+_INCUBATOR_NOTICE = b"WARNING: Using incubator modules: jdk.incubator.vector\n"
+
+
+def _forward_stderr(read_fd: int) -> None:
+    """Copy the JVM's stderr to ours line by line, less the incubator notice."""
+    with os.fdopen(read_fd, "rb") as pipe:
+        for line in iter(pipe.readline, b""):
+            if line == _INCUBATOR_NOTICE:
+                continue
+            view = memoryview(line)
+            while view:
+                view = view[os.write(2, view):]
+
+
+def _start_context(settings: Mapping[str, str]) -> None:
+    """Start the JVM and the SparkContext with `settings`, its stderr passed through a thread
+    that drops the incubator notice and forwards everything else at once (a start-up failure's
+    message included: the thread reads from before the JVM starts)."""
+    import threading
+
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    conf = SparkConf().setAll(list(settings.items()))
+    read_fd, write_fd = os.pipe()
+    threading.Thread(target=_forward_stderr, args=(read_fd,), name="winnow-jvm-stderr", daemon=True).start()
+    try:
+        gateway = launch_gateway(conf, popen_kwargs={"stderr": write_fd})
+    finally:
+        os.close(write_fd)  # the JVM holds its own copy; the thread ends when the JVM does
+    SparkContext(conf=conf, gateway=gateway)

@@ -111,6 +111,8 @@ def test_run_with_input_override_writes_the_output_layout(tmp_path):
     proc = run(["run", str(cfg), "--input", str(src), "--output", str(out), "--domain", "web"], tmp_path, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dedup_exact" in proc.stdout and "in = kept + removed" in proc.stdout
+    # Spark's start-up lines are gone (the JVM's incubator notice, the log-level banner)
+    assert proc.stderr.strip() == "", proc.stderr[-3000:]
     kept = pads.dataset(out / "kept").to_table().to_pylist()
     assert [(r["text"], r["source"], r["domain"]) for r in kept] == [("alpha beta", "web", "web"), ("gamma", "web", "web")]
     assert pads.dataset(out / "removed" / "read").count_rows() == 1
