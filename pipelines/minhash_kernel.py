@@ -229,13 +229,6 @@ def optimal_bands(
     return best[1], best[2]
 
 
-def band_keys(sigs: np.ndarray, bands: int, rows: int) -> list[np.ndarray]:
-    """For each band, a (n_docs, rows) contiguous uint32 array: the values compared for collision."""
-    if bands * rows > sigs.shape[1]:
-        raise ValueError(f"{bands} bands x {rows} rows needs {bands * rows} permutations, have {sigs.shape[1]}")
-    return [np.ascontiguousarray(sigs[:, j * rows:(j + 1) * rows]) for j in range(bands)]
-
-
 def midpoint(bands: int, rows: int) -> float:
     """The similarity at which the S-curve is steepest: about (1/b)^(1/r)."""
     return math.pow(1.0 / bands, 1.0 / rows)

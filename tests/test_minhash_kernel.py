@@ -88,5 +88,3 @@ def test_banding_reproduces_text_dedup_and_the_formula():
     assert mk.midpoint(14, 8) == pytest.approx((1 / 14) ** (1 / 8))
     with pytest.raises(ValueError):
         mk.optimal_bands(1.0, 128)
-    with pytest.raises(ValueError):
-        mk.band_keys(np.zeros((2, 10), dtype=np.uint32), 3, 4)
