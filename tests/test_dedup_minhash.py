@@ -19,7 +19,6 @@ from pipelines.schema import DOCUMENT_SCHEMA
 from pipelines.stage import StageContext
 
 from .conftest import DATA
-from .test_flow import pool_slice  # noqa: F401  (a fixture)
 
 POOL = DATA / "sample" / "pool"
 FILES = ["code.parquet", "docs.jsonl.gz", "fiction.jsonl.zst", "reference.jsonl.zst"]  # input order

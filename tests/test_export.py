@@ -10,7 +10,7 @@ import pytest
 
 from flows.curate import run_curation
 
-from .test_flow import config, pool_slice  # noqa: F401  (pool_slice is a fixture)
+from .conftest import config
 
 LO, HI = 5, 8
 
@@ -102,7 +102,7 @@ def test_concat_layout_and_mixture_plan(spark, prefect_server, pool_slice, tmp_p
 def test_winnow_export_command(pool_slice, tmp_path, prefect_server, spark, capsys):
     from flows.cli import main as winnow
 
-    from .test_flow import pool_records
+    from .conftest import pool_records
 
     out = tmp_path / "shards"
     paths = [str(p) for p in pool_slice["paths"]]

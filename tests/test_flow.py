@@ -7,82 +7,14 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
-import zstandard
 
 from core.errors import WinnowError
-from flows.config import parse_config
 from flows.curate import run_curation
-from pipelines.read import InputSpec, expand_inputs
-from pipelines.read_kernel import read_file
 
-from .conftest import DATA
+from .conftest import config
 
-POOL = DATA / "sample" / "pool"
-FILES = ["code.parquet", "docs.jsonl.gz", "fiction.jsonl.zst", "reference.jsonl.zst"]  # input order
-PER_FILE = 300
-DUP_PAIRS = 60
-
-
-def pool_records(name: str) -> list[dict]:
-    (task,) = expand_inputs([InputSpec(str(POOL / name), "s")])
-    return [
-        {"id": r["id"], "text": r["text"], "meta": dict(r["meta"])}
-        for batch in read_file(task) for r in batch.to_pylist()
-    ]
-
-
-def write_like(name: str, records: list[dict], out: Path) -> Path:
-    path = out / name
-    if name.endswith(".parquet"):
-        pq.write_table(pa.Table.from_pylist(records), path)
-        return path
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-    path.write_bytes(gzip.compress(body) if name.endswith(".gz") else zstandard.ZstdCompressor().compress(body))
-    return path
-
-
-@pytest.fixture(scope="session")
-def pool_slice(tmp_path_factory):
-    """At most ~1.4k docs of the real pool in its three formats, with some planted exact
-    duplicates and their originals (originals come first in input order)."""
-    out = tmp_path_factory.mktemp("slice")
-    truth = [json.loads(line) for line in (DATA / "sample" / "truth.jsonl").read_text().splitlines()]
-    dups = [t for t in truth if t["kind"] == "exact_dup"][:DUP_PAIRS]
-    wanted = {t["id"] for t in dups} | {t["of"] for t in dups}
-    planted = {t["id"] for t in truth}
-    paths, position = [], {}
-    for f, name in enumerate(FILES):
-        records = pool_records(name)
-        keep = [r for i, r in enumerate(records) if i < PER_FILE or r["id"] in wanted]
-        paths.append(write_like(name, keep, out))
-        position.update({r["id"]: (f, i) for i, r in enumerate(keep)})
-    # Each planted group (an original and its copies) that is in the slice keeps its earliest
-    # member in input order; every other member present is a duplicate to remove.
-    groups: dict[str, set[str]] = {}
-    for t in truth:
-        if t["kind"] == "exact_dup":
-            groups.setdefault(t["of"], {t["of"]}).add(t["id"])
-    dup_ids = set()
-    for members in groups.values():
-        present = sorted((position[m], m) for m in members if m in position)
-        dup_ids |= {m for _, m in present[1:]}
-    assert len(dup_ids) >= DUP_PAIRS
-    return {"paths": paths, "exact_dups": dup_ids, "planted": planted, "docs": len(position)}
-
-
-def config(paths, output, stages=None, **extra):
-    data = {
-        "output": str(output),
-        "inputs": [{"path": str(p), "source": Path(p).name.split(".")[0], "domain": Path(p).name.split(".")[0]}
-                   for p in paths],
-        "stages": stages if stages is not None else [{"stage": "dedup_exact"}],
-        **extra,
-    }
-    return parse_config(data, Path("/"), "test")
 
 
 @pytest.fixture(scope="session")

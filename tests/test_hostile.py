@@ -21,7 +21,6 @@ from pipelines.read import InputSpec, expand_inputs
 from pipelines.read_kernel import read_file
 
 from .conftest import DATA
-from .test_scorers import dclm_model  # noqa: F401  (a fixture)
 
 PROSE = ("The miller kept a diary of the water levels, the prices of grain and the names of the "
          "travellers who came to the valley to trade. ")

@@ -14,32 +14,20 @@ from filters.dclm import DclmScorer
 from filters.heuristics import RULES, HeuristicsScorer
 from filters.langid import LangIdScorer
 from flows.cli import main as winnow
-from pipelines import read, score, select
-from pipelines.read import InputSpec, ReadParams
+from pipelines import score, select
 from pipelines.score import ScoreParams
 from pipelines.select import SelectParams
 from pipelines.stage import StageContext
 
 from .conftest import DATA
-from .test_flow import pool_slice  # noqa: F401  (a fixture)
-from .test_scorers import dclm_model  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="module")
-def docs(spark, pool_slice, tmp_path_factory):
-    ctx = StageContext(spark)
-    specs = [InputSpec(str(p), p.name.split(".")[0]) for p in pool_slice["paths"]]
-    path = str(tmp_path_factory.mktemp("docs") / "docs.parquet")
-    read.apply(None, ReadParams(specs), ctx).kept.write.parquet(path)
-    return spark.read.parquet(path)
-
-
-@pytest.fixture(scope="module")
-def scored(spark, docs, dclm_model, tmp_path_factory):
+def scored(spark, pool_docs, dclm_model, tmp_path_factory):
     ctx = StageContext(spark)
     params = ScoreParams(scorers=({"kind": "dclm", "model": str(dclm_model)}, {"kind": "langid"},
                                   {"kind": "heuristics"}))
-    result = score.apply(docs.repartition(3), params, ctx)
+    result = score.apply(pool_docs.repartition(3), params, ctx)
     path = str(tmp_path_factory.mktemp("scored") / "scored.parquet")
     result.kept.write.parquet(path)
     ctx.release()

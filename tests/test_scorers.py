@@ -1,41 +1,17 @@
 """The scorer framework, DCLM and langid, without Spark."""
 from __future__ import annotations
 
-import io
-import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import zstandard
 
 from core.errors import ScorerError
 from filters.base import ScorerSpec, load_scorer
-from filters.dclm import CC, HQ, BigramCounter, DclmScorer, DclmTrainParams, roc_auc, to_line
+from filters.dclm import HQ, BigramCounter, DclmScorer, DclmTrainParams, roc_auc, to_line
 from filters.langid import LangIdScorer
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-sys.path.insert(0, str(DATA))
+from .conftest import DATA, read_zst_jsonl
 
-
-def read_zst_jsonl(path: Path) -> list[dict]:
-    with open(path, "rb") as f:
-        text = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(f), encoding="utf-8")
-        return [json.loads(line) for line in text]
-
-
-@pytest.fixture(scope="session")
-def dclm_model(tmp_path_factory) -> Path:
-    """DCLM's recipe on the shipped data: the reference set against the raw pool."""
-    from build_minhash_truth import pool_documents
-
-    positives = [r["text"] for r in read_zst_jsonl(DATA / "reference" / "hq.jsonl.zst")]
-    negatives = [t or "" for _, t in pool_documents()]
-    scorer = DclmScorer.train(positives, negatives, DclmTrainParams(threads=1, seed=1))
-    path = tmp_path_factory.mktemp("dclm") / "dclm.bin"
-    scorer.save(path)
-    return path
 
 
 def test_dclm_ranks_heldout_reference_text_above_the_pool(dclm_model):

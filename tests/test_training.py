@@ -11,7 +11,7 @@ import torch
 
 from flows.curate import run_curation
 
-from .test_flow import DATA, config, pool_slice  # noqa: F401  (pool_slice is a fixture)
+from .conftest import DATA, config
 from .test_sampler import Counter, make_export
 
 LO, HI = 5, 7
