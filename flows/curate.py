@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -178,6 +179,25 @@ def _start_columns(start: str | None) -> list[str]:
     return list(pads.dataset(start, format="parquet").schema.names)
 
 
+def _start_prefect() -> threading.Thread:
+    """Reach Prefect's API in a thread: in ephemeral mode (no PREFECT_API_URL) that starts the
+    local server, about 5 s, which then overlaps the JVM's start instead of following it. A
+    failure here is left to the flow run, which reports it."""
+
+    def hello() -> None:
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                client.hello()
+        except Exception:  # noqa: BLE001 - the flow run meets and reports the same failure
+            pass
+
+    thread = threading.Thread(target=hello, name="winnow-prefect-start", daemon=True)
+    thread.start()
+    return thread
+
+
 def _flow():
     from prefect import flow
 
@@ -204,8 +224,10 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
         check_train_outputs(cfg)
     claim(output, *RUN_ENTRIES)
     if spark is None:
+        prefect_ready = _start_prefect()  # its API starts while the JVM does
         spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,
                           driver_memory=cfg.spark.driver_memory, conf=cfg.spark.conf)
+        prefect_ready.join()
     started = dt.datetime.now(dt.timezone.utc)
     training = [] if start else _train_and_check(cfg, spark, progress)
     key = uuid.uuid4().hex
