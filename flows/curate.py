@@ -67,6 +67,7 @@ def _run_stage(
                        output=str(output))
     if progress:
         progress.stage_started(label)
+    _describe_jobs(spark, f"winnow stage {label}")
     start = time.perf_counter()
     df = spark.read.parquet(in_path) if in_path else None
     result = apply(df, params, ctx)
@@ -95,7 +96,16 @@ def _run_stage(
         shutil.rmtree(removed_path, ignore_errors=True)
     if progress:
         progress.stage_finished(record)
+    _describe_jobs(spark, None)
     return record
+
+
+def _describe_jobs(spark, text: str | None) -> None:
+    """Name the Spark jobs that follow (the Spark UI and event log show it); not on Spark Connect."""
+    try:
+        spark.sparkContext.setJobDescription(text)
+    except Exception:  # noqa: BLE001 - Spark Connect sessions have no SparkContext
+        pass
 
 
 def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:

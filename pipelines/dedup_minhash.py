@@ -69,6 +69,9 @@ MAX_PROBES = 16
 PROBE_STREAM = 0x5EED
 # A node is `_file << NODE_ROW_BITS | _row`: rows below 2**40 per file, 2**23 files, in a long.
 NODE_ROW_BITS = 40
+# Ids of documents in ambiguous pairs up to which their semi-join with the corpus is a broadcast
+# (2M longs, about 16 MB on every executor); above it, Spark's own join (a shuffle of ids).
+BROADCAST_IDS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -222,12 +225,24 @@ def _agreement_udf():
     return agreement
 
 
-def _jaccard_udf(ngram: int):
+def _shingle_set_kernel(ngram: int):
+    """(n, text) batches -> (n, set): each document's distinct shingle hashes, sorted, as the bytes
+    of a uint64 array; computed once per document however many pairs it is in."""
+    out_schema = pa.schema([pa.field("n", pa.int64()), pa.field("set", pa.binary())])
+
+    def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            sets = [mk.shingle_set(t or "", ngram).tobytes() for t in batch.column("t").to_pylist()]
+            yield pa.RecordBatch.from_arrays([batch.column("n"), pa.array(sets, type=pa.binary())], schema=out_schema)
+
+    return kernel
+
+
+def _set_jaccard_udf():
     @F.pandas_udf(T.DoubleType())
     def exact_jaccard(a: pd.Series, b: pd.Series) -> pd.Series:
-        return pd.Series([
-            mk.jaccard(mk.shingle_set(x or "", ngram), mk.shingle_set(y or "", ngram)) for x, y in zip(a, b)
-        ], dtype=float)
+        return pd.Series([mk.jaccard(np.frombuffer(x, dtype=np.uint64), np.frombuffer(y, dtype=np.uint64))
+                          for x, y in zip(a, b)], dtype=float)
 
     return exact_jaccard
 
@@ -267,7 +282,7 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     )
 
     stats: dict = {"bands": b, "rows": r, "probes": params.probes, "candidate_pairs": candidates.count()}
-    edges = _check(candidates, sigs, docs, params, stats)
+    edges = _check(candidates, sigs, docs, params, stats, ctx)
 
     labels, rounds = connected_components(edges)
     stats["cc_rounds"] = rounds
@@ -298,26 +313,36 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     return StageResult(kept, removed, stats)
 
 
-def _check(candidates: DataFrame, sigs: DataFrame, docs: DataFrame, params: DedupMinhashParams, stats: dict) -> DataFrame:
+def _check(candidates: DataFrame, sigs: DataFrame, docs: DataFrame, params: DedupMinhashParams, stats: dict,
+           ctx: StageContext) -> DataFrame:
     if params.check == "none":
         return candidates
-    texts = docs.select(F.col("_node").alias("n"), F.col("text").alias("t"))
     if params.check == "exact":
         ambiguous, accepted = candidates, None
     else:
         s = sigs.select(F.col("node").alias("n"), F.col("sig").alias("s"))
-        scored = (
+        scored = ctx.persist(  # read twice below: accepted and ambiguous
             candidates.join(s.withColumnRenamed("n", "src").withColumnRenamed("s", "s1"), "src")
             .join(s.withColumnRenamed("n", "dst").withColumnRenamed("s", "s2"), "dst")
             .select("src", "dst", _agreement_udf()(F.col("s1"), F.col("s2")).alias("agree"))
         )
         lo, hi = params.threshold - params.margin(), params.threshold + params.margin()
         accepted = scored.where(F.col("agree") >= hi).select("src", "dst")
-        ambiguous = scored.where((F.col("agree") >= lo) & (F.col("agree") < hi)).select("src", "dst")
+        ambiguous = ctx.persist(scored.where((F.col("agree") >= lo) & (F.col("agree") < hi)).select("src", "dst"))
+        stats["ambiguous_pairs"] = ambiguous.count()
+    # Exact Jaccard: the shingle sets of the documents in ambiguous pairs, each computed once;
+    # only those documents' texts are read into the kernel (a semi-join on their ids, broadcast
+    # when the ids are few), and pairs join the sets, never the texts.
+    need = ambiguous.select(F.col("src").alias("n")).union(ambiguous.select(F.col("dst").alias("n"))).distinct()
+    if stats.get("ambiguous_pairs", BROADCAST_IDS) * 2 <= BROADCAST_IDS:
+        need = F.broadcast(need)
+    texts = docs.select(F.col("_node").alias("n"), F.col("text").alias("t")).join(need, "n", "left_semi")
+    set_type = T.StructType([T.StructField("n", T.LongType()), T.StructField("set", T.BinaryType())])
+    sets = ctx.persist(texts.mapInArrow(_shingle_set_kernel(params.ngram), set_type))
     verified = (
-        ambiguous.join(texts.withColumnRenamed("n", "src").withColumnRenamed("t", "t1"), "src")
-        .join(texts.withColumnRenamed("n", "dst").withColumnRenamed("t", "t2"), "dst")
-        .select("src", "dst", _jaccard_udf(params.ngram)(F.col("t1"), F.col("t2")).alias("j"))
+        ambiguous.join(sets.withColumnRenamed("n", "src").withColumnRenamed("set", "a"), "src")
+        .join(sets.withColumnRenamed("n", "dst").withColumnRenamed("set", "b"), "dst")
+        .select("src", "dst", _set_jaccard_udf()(F.col("a"), F.col("b")).alias("j"))
         .where(F.col("j") >= params.threshold)
         .select("src", "dst")
     )

@@ -109,16 +109,16 @@ def _shingles_of(th: np.ndarray, ngram: int) -> np.ndarray:
         return _fmix64(acc)
 
 
-def shingle_set(text: str, ngram: int = 5) -> set[int]:
-    """The distinct shingle hashes of `text`, for exact Jaccard."""
-    return set(shingle_hashes(text, ngram).tolist())
+def shingle_set(text: str, ngram: int = 5) -> np.ndarray:
+    """The distinct shingle hashes of `text`, sorted (a uint64 array), for exact Jaccard."""
+    return np.unique(shingle_hashes(text, ngram))
 
 
-def jaccard(a: set[int], b: set[int]) -> float:
-    if not a and not b:
-        return 1.0
-    inter = len(a & b)
-    return inter / (len(a) + len(b) - inter)
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|a & b| / |a | b| of two shingle sets (sorted arrays of distinct values); 1 for two empty sets."""
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    union = a.size + b.size - inter
+    return inter / union if union else 1.0
 
 
 @dataclass(frozen=True)
