@@ -190,7 +190,12 @@ def collision_probability(s: float | np.ndarray, bands: int, rows: int):
     return 1.0 - (1.0 - np.power(s, rows)) ** bands
 
 
-def _area(f, lo: float, hi: float, steps: int = 2000) -> float:
+# Trapezoids per area integral when choosing bands x rows: four times as many give the same (b, r)
+# at thresholds 0.7, 0.8, 0.85 and 0.9 with K = 128 and 256 (checked), at four times the cost.
+AREA_STEPS = 2000
+
+
+def _area(f, lo: float, hi: float, steps: int = AREA_STEPS) -> float:
     if hi <= lo:
         return 0.0
     xs = np.linspace(lo, hi, steps + 1)
