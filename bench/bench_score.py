@@ -66,9 +66,7 @@ def main(copies: int = 10) -> None:
             # peer writes nothing either).
             result.kept.write.format("noop").mode("overwrite").save()
             c.release()
-            c.release()
 
-        out = str(corpus / f"scored-{label}.parquet")
         ours()  # warm-up: workers load the model once
         wall = timed(ours, repeat=2)
         if raw is None:
@@ -83,6 +81,7 @@ def main(copies: int = 10) -> None:
         print(f"  {label:<7} winnow score stage   {wall:6.2f} s wall  {n / wall:9,.0f} docs/s  {ours_core:9,.0f} docs/s per core")
         print(f"  {label:<7} raw, one process     {peer:6.2f} CPU s  {peer_core:9,.0f} docs/s per core"
               f"   winnow/raw per core = {ours_core / peer_core:.2f}x")
+    out = os.path.join(tempfile.mkdtemp(prefix="winnow-bench-"), "scored-langid.parquet")
     c = StageContext(spark=spark)
     score.apply(df, ScoreParams(scorers=({"kind": "langid"},)), c).kept.write.mode("overwrite").parquet(out)
     start = time.perf_counter()

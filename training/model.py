@@ -14,7 +14,7 @@ Pouransari et al. 2024 (arXiv:2405.13226).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
