@@ -101,7 +101,7 @@ def test_minhash_texts_with_the_same_tokens_have_the_same_signature(words, seps)
     plain = " ".join(words)
     noisy = "".join(w.upper() + seps[i % len(seps)] for i, w in enumerate(words))
     assert mk.tokens(noisy) == mk.tokens(plain)
-    assert mk.shingle_set(noisy) == mk.shingle_set(plain)
+    assert np.array_equal(mk.shingle_set(noisy), mk.shingle_set(plain))
     sig = mk.signatures([plain, noisy], num_perm=64)
     assert np.array_equal(sig[0], sig[1])
 
@@ -152,7 +152,7 @@ def test_minhash_agreement_estimates_jaccard(size, shared_of, seed):
     assume(len(pool) >= 2 * size - shared)
     a = pool[:size]
     b = np.concatenate([pool[:shared], pool[size:2 * size - shared]])
-    truth = mk.jaccard(set(a.tolist()), set(b.tolist()))
+    truth = mk.jaccard(np.unique(a), np.unique(b))
     assert truth == pytest.approx(shared / (2 * size - shared))
     sig = mk.signatures_of_shingles([a, b], mk.permutations(256, seed % 1000))
     est = float(mk.estimated_jaccard(sig[0], sig[1]))
