@@ -118,7 +118,7 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     steps: list[tuple[str, str, Callable[..., StageResult], Any]] = [] if start else [
         (read.NAME, read.NAME, read.apply, read.ReadParams(input_specs(cfg)))
     ]
-    steps += [(p.label, p.name, STAGES[p.name].apply, p.params) for p in plans(cfg)]
+    steps += [(p.label, p.name, STAGES[p.name].apply, p.params) for p in live["plans"]]
     steps.append((write.NAME, write.NAME, write.apply, write_params(cfg, str(output))))
     records: list[StageRecord] = []
     in_path: str | None = start
@@ -157,7 +157,7 @@ def check_train_outputs(cfg: RunConfig) -> None:
                               "pass --overwrite to replace it")
 
 
-def _train_and_check(cfg: RunConfig, spark, progress) -> list[dict[str, Any]]:
+def _train_and_check(cfg: RunConfig, stage_plans: list, spark, progress) -> list[dict[str, Any]]:
     """Train the [[train]] scorers, then load every configured scorer: before any input is read."""
     from pipelines.score import check_scorers
 
@@ -173,7 +173,7 @@ def _train_and_check(cfg: RunConfig, spark, progress) -> list[dict[str, Any]]:
         if progress and hasattr(progress, "training_finished"):
             progress.training_finished(f"train {spec.kind}", report)
     output = str(Path(cfg.output).resolve())
-    for p in plans(cfg):
+    for p in stage_plans:
         if p.name == "score":
             check_scorers(p.params.specs(output))
     return reports
@@ -228,7 +228,8 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     # a missing input or unknown format fails here, before Spark starts
     files = [] if start else read.expand_inputs(input_specs(cfg))
     # so does a stage that needs a column no stage before it adds
-    check_columns([(p.label, p.name, p.params) for p in plans(cfg)], _start_columns(start))
+    stage_plans = plans(cfg)
+    check_columns([(p.label, p.name, p.params) for p in stage_plans], _start_columns(start))
     prepare(output, cfg.overwrite)  # refuses before it deletes anything
     if not start:
         check_train_outputs(cfg)
@@ -239,10 +240,10 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
                           driver_memory=cfg.spark.driver_memory, conf=cfg.spark.conf)
         prefect_ready.join()
     started = dt.datetime.now(dt.timezone.utc)
-    training = [] if start else _train_and_check(cfg, spark, progress)
+    training = [] if start else _train_and_check(cfg, stage_plans, spark, progress)
     key = uuid.uuid4().hex
-    _LIVE[key] = {"cfg": cfg, "spark": spark, "output": output, "progress": progress, "seed": cfg.seed,
-                  "start": start, "keep": keep}
+    _LIVE[key] = {"cfg": cfg, "plans": stage_plans, "spark": spark, "output": output, "progress": progress,
+                  "seed": cfg.seed, "start": start, "keep": keep}
     try:
         _flow()(key, cfg.model_dump(mode="json"))
         records: list[StageRecord] = _LIVE[key]["records"]

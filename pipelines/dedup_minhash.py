@@ -318,7 +318,7 @@ def _check(candidates: DataFrame, sigs: DataFrame, docs: DataFrame, params: Dedu
     if params.check == "none":
         return candidates
     if params.check == "exact":
-        ambiguous, accepted = candidates, None
+        ambiguous, accepted, n_ambiguous = candidates, None, stats["candidate_pairs"]
     else:
         s = sigs.select(F.col("node").alias("n"), F.col("sig").alias("s"))
         scored = ctx.persist(  # read twice below: accepted and ambiguous
@@ -329,12 +329,12 @@ def _check(candidates: DataFrame, sigs: DataFrame, docs: DataFrame, params: Dedu
         lo, hi = params.threshold - params.margin(), params.threshold + params.margin()
         accepted = scored.where(F.col("agree") >= hi).select("src", "dst")
         ambiguous = ctx.persist(scored.where((F.col("agree") >= lo) & (F.col("agree") < hi)).select("src", "dst"))
-        stats["ambiguous_pairs"] = ambiguous.count()
+        n_ambiguous = stats["ambiguous_pairs"] = ambiguous.count()
     # Exact Jaccard: the shingle sets of the documents in ambiguous pairs, each computed once;
     # only those documents' texts are read into the kernel (a semi-join on their ids, broadcast
     # when the ids are few), and pairs join the sets, never the texts.
     need = ambiguous.select(F.col("src").alias("n")).union(ambiguous.select(F.col("dst").alias("n"))).distinct()
-    if stats.get("ambiguous_pairs", BROADCAST_IDS) * 2 <= BROADCAST_IDS:
+    if n_ambiguous * 2 <= BROADCAST_IDS:
         need = F.broadcast(need)
     texts = docs.select(F.col("_node").alias("n"), F.col("text").alias("t")).join(need, "n", "left_semi")
     set_type = T.StructType([T.StructField("n", T.LongType()), T.StructField("set", T.BinaryType())])
