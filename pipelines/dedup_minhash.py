@@ -3,7 +3,8 @@
 MinHash: Broder 1997, "On the resemblance and containment of documents"; LSH banding and its
 S-curve: Leskovec, Rajaraman and Ullman, Mining of Massive Datasets, ch. 3.
 
-1. **Signatures** (`minhash_kernel`) inside `mapInArrow`, one numpy pass per Arrow batch.
+1. **Signatures** inside `mapInArrow`, one pass per Arrow batch: `minhash_numba` (compiled, the
+   default) or `minhash_kernel` (numpy, the reference), bit-identical.
 2. **Bands**: the K values are cut into `bands` x `rows`; each (band, values) pair is a bucket.
    Unless given, `bands` and `rows` minimize ``fp_weight * FP area + (1 - fp_weight) * FN area``
    of the S-curve at `threshold` (the text-dedup / datasketch criterion). With ``probes`` = p > 1
@@ -54,6 +55,7 @@ from core.errors import WinnowError
 from core.params import param
 
 from . import minhash_kernel as mk
+from . import minhash_numba as mn
 from .components import connected_components
 from .stage import Columns, StageContext, StageResult
 
@@ -191,17 +193,29 @@ def explain(params: DedupMinhashParams, similarities=(0.5, 0.6, 0.7, 0.75, 0.8, 
 
 # --- kernels (run on executors) ----------------------------------------------------------------
 
+def signatures(texts: list[str], num_perm: int, ngram: int, seed: int) -> np.ndarray:
+    """MinHash signatures: the compiled kernel (`minhash_numba`) where numba is installed, else
+    the numpy reference; the two are bit-identical (tests/test_minhash_numba.py)."""
+    if mn.AVAILABLE:
+        return mn.signatures(texts, num_perm, ngram, seed)
+    return mk.signatures(texts, num_perm, ngram, seed)
+
+
+def shingle_sets(texts: list[str], ngram: int) -> list[np.ndarray]:
+    if mn.AVAILABLE:
+        return mn.shingle_sets(texts, ngram)
+    return [mk.shingle_set(t, ngram) for t in texts]
+
+
 def _signature_kernel(num_perm: int, ngram: int, seed: int, extra: list[str]):
     out_schema = pa.schema(
         [pa.field("node", pa.int64())] + [pa.field(c, pa.string()) for c in extra] + [pa.field("sig", pa.binary())]
     )
 
     def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        perms = mk.permutations(num_perm, seed)
         for batch in batches:
-            texts = batch.column("text").to_pylist()
-            shingles = [mk.shingle_hashes(t or "", ngram) for t in texts]
-            sigs = mk.signatures_of_shingles(shingles, perms)
+            texts = [t or "" for t in batch.column("text").to_pylist()]
+            sigs = signatures(texts, num_perm, ngram, seed)
             width = num_perm * 4
             offsets = pa.array(np.arange(0, (len(texts) + 1) * width, width, dtype=np.int32))
             sig_col = pa.BinaryArray.from_buffers(
@@ -232,7 +246,7 @@ def _shingle_set_kernel(ngram: int):
 
     def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            sets = [mk.shingle_set(t or "", ngram).tobytes() for t in batch.column("t").to_pylist()]
+            sets = [x.tobytes() for x in shingle_sets([t or "" for t in batch.column("t").to_pylist()], ngram)]
             yield pa.RecordBatch.from_arrays([batch.column("n"), pa.array(sets, type=pa.binary())], schema=out_schema)
 
     return kernel
@@ -281,7 +295,8 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
         .distinct()
     )
 
-    stats: dict = {"bands": b, "rows": r, "probes": params.probes, "candidate_pairs": candidates.count()}
+    stats: dict = {"bands": b, "rows": r, "probes": params.probes, "kernel": "numba" if mn.AVAILABLE else "numpy",
+                   "candidate_pairs": candidates.count()}
     edges = _check(candidates, sigs, docs, params, stats, ctx)
 
     labels, rounds = connected_components(edges)
