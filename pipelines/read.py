@@ -1,16 +1,22 @@
 """Stage `read`: input files -> document rows.
 
-Records are read by Python tasks over the file list (one task per file or `datasets` split), not
-by Spark's JSON reader: that reader gives no line numbers and, with `ignoreCorruptFiles`, drops a
-truncated .gz silently. Each bad record or unreadable file becomes a removed row with its place.
+Records are read by Python tasks over the file list, not by Spark's JSON reader: that reader
+gives no line numbers and, with `ignoreCorruptFiles`, drops a truncated .gz silently. Each bad
+record or unreadable file becomes a removed row with its place.
+
+A large file is read by several tasks where its format allows (`plan_pieces`): plain JSONL by
+byte ranges, zstd JSONL by groups of whole frames (when it has several), Parquet by row groups.
+A .gz file cannot be cut (a deflate stream has no points to start from): one task reads it.
+When fewer tasks read than the session has cores, the rows are spread over the cores after
+reading, so later stages do not run on one core either.
 """
 from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -18,11 +24,21 @@ from pyspark.sql import functions as F
 from core.errors import WinnowError
 from core.params import param
 
-from .read_kernel import FORMATS, FileTask, file_fingerprint, read_tasks
+from .read_kernel import (
+    FORMATS, FileTask, count_pieces, file_fingerprint, parquet_row_groups, read_tasks,
+    zstd_frames,
+)
 from .schema import DOCUMENT_SCHEMA, READ_SCHEMA
 from .stage import StageContext, StageResult
 
 NAME = "read"
+# A piece of a large file: at most this many bytes of plain JSONL; zstd frames and Parquet row
+# groups are cut at a quarter of it on disk (compressed). Smaller pieces (down to MIN_SPLIT_BYTES)
+# when the files are too few to give every core two tasks. Module constants, so a test can cut
+# small files.
+SPLIT_BYTES = 64 << 20
+MIN_SPLIT_BYTES = 8 << 20
+_COMPRESSED_SHARE = 4
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _COMPRESSIONS = ("", ".gz", ".zst", ".zstd")
 
@@ -160,10 +176,118 @@ def expand_inputs_and_skips(inputs: Sequence[InputSpec]) -> tuple[list[FileTask]
     return tasks, skipped
 
 
-def _file_frame(ctx: StageContext, tasks: list[FileTask]) -> DataFrame:
+def _parallelism(spark) -> int:
+    try:
+        return max(1, spark.sparkContext.defaultParallelism)
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "8")))
+
+
+def _task_frame(ctx: StageContext, tasks: list[FileTask]) -> DataFrame:
+    """`tasks` as a frame with exactly one task per partition."""
     rows = [t.as_row() for t in tasks]
-    # Round-robin over as many partitions as files: one file per task.
-    return ctx.spark.createDataFrame(rows).repartition(max(1, len(rows)))
+    try:
+        rdd = ctx.spark.sparkContext.parallelize(rows, max(1, len(rows)))
+        return ctx.spark.createDataFrame(rdd, _TASK_SCHEMA)
+    except Exception:  # noqa: BLE001 - Spark Connect: round-robin over as many partitions as rows
+        return ctx.spark.createDataFrame(rows, _TASK_SCHEMA).repartition(max(1, len(rows)))
+
+
+_TASK_SCHEMA = (
+    "index int, path string, relpath string, format string, source string, domain string, text_field string, "
+    "id_field string, domain_field string, part_start long, part_end long, part_line long, part_mid_line boolean"
+)
+
+
+def piece_bytes(tasks: list[FileTask], parallelism: int) -> int:
+    """SPLIT_BYTES, or less (not under MIN_SPLIT_BYTES) when that gives every core two tasks."""
+    total = sum(os.path.getsize(t.path) for t in tasks if t.format != "datasets")
+    return max(MIN_SPLIT_BYTES, min(SPLIT_BYTES, total // (2 * parallelism)))
+
+
+def _spark_counts(ctx: StageContext) -> Callable[[list[FileTask]], list[dict]]:
+    def count(pieces: list[FileTask]) -> list[dict]:
+        schema = ("index int, part_start long, newlines long, content boolean, ends_line boolean, length long, "
+                  "ok boolean")
+        return [row.asDict() for row in _task_frame(ctx, pieces).mapInArrow(count_pieces, schema).collect()]
+    return count
+
+
+def plan_pieces(tasks: list[FileTask], piece: int,
+                count: Callable[[list[FileTask]], list[dict]]) -> list[FileTask]:
+    """The read tasks: `tasks` with each large plain or zstd JSONL file and each large Parquet
+    file cut into pieces. A JSONL piece needs the line number of its first byte: one Spark job
+    counts the newlines of every piece in parallel (decompressing zstd frames), and the prefix
+    sums give it. A file that does not cut cleanly (zstd that is truncated or not a clean run of
+    frames, a Parquet footer that cannot be read, nothing but blank lines) stays whole, so its
+    error rows are the whole-file reader's. `piece`: bytes of plain JSONL per piece; `count`:
+    `read_kernel.piece_counts` of a list of pieces (a Spark job in `apply`)."""
+    small = max(1, piece // _COMPRESSED_SHARE)
+    out: dict[int, list[FileTask]] = {}
+    to_count: list[FileTask] = []
+    for t in tasks:
+        if t.format == "datasets":
+            continue
+        name = t.path.lower()
+        size = os.path.getsize(t.path)
+        if t.format == "jsonl" and not name.endswith((".gz", ".zst", ".zstd")) and size > piece:
+            cuts = list(range(0, size, piece))
+            pieces = [replace(t, part_start=a, part_end=min(a + piece, size)) for a in cuts]
+        elif t.format == "jsonl" and name.endswith((".zst", ".zstd")) and size > small:
+            frames = zstd_frames(t.path)
+            if not frames or len(frames) < 2:
+                continue
+            pieces, start, at = [], 0, 0
+            for offset, length in frames:
+                at = offset + length
+                if at - start >= small:
+                    pieces.append(replace(t, part_start=start, part_end=at))
+                    start = at
+            if start < at:
+                pieces.append(replace(t, part_start=start, part_end=at))
+        elif t.format == "parquet" and size > small:
+            groups = parquet_row_groups(t.path)
+            if not groups or len(groups) < 2:
+                continue
+            pieces, first, rows, acc = [], 0, 1, 0
+            for i, (n, nbytes) in enumerate(groups):
+                acc += nbytes
+                if acc >= small or i == len(groups) - 1:
+                    pieces.append(replace(t, part_start=first, part_end=i + 1, part_line=rows))
+                    rows += sum(g[0] for g in groups[first:i + 1])
+                    first, acc = i + 1, 0
+            if len(pieces) > 1:
+                out[t.index] = pieces
+            continue
+        else:
+            continue
+        if len(pieces) > 1:
+            out[t.index] = pieces
+            to_count += pieces
+    if to_count:
+        counts = {(r["index"], r["part_start"]): r for r in count(to_count)}
+        for index in {p.index for p in to_count}:
+            pieces = out[index]
+            found = [counts[(p.index, p.part_start)] for p in pieces]
+            if not all(c["ok"] for c in found) or not any(c["content"] for c in found):
+                del out[index]  # read whole: its errors (or its emptiness) as the whole-file reader says
+                continue
+            line, ends_line, placed = 1, True, []
+            for p, c in zip(pieces, found):
+                placed.append(replace(p, part_line=line, part_mid_line=not ends_line))
+                line += c["newlines"]
+                if c["length"]:
+                    ends_line = c["ends_line"]
+            out[index] = placed
+    return [p for t in tasks for p in out.get(t.index, [t])]
+
+
+def _spread(rows: DataFrame, tasks: int, parallelism: int) -> DataFrame:
+    """Rows read by fewer tasks than there are cores (one big .gz file), hashed over the cores by
+    their place in the input, so the stages after `read` use every core."""
+    if tasks >= parallelism:
+        return rows
+    return rows.repartition(parallelism, "_file", "_row")
 
 
 def fingerprints(ctx: StageContext, tasks: list[FileTask]) -> list[dict]:
@@ -209,7 +333,10 @@ def rekey_duplicate_ids(df: DataFrame, max_rounds: int = 5) -> DataFrame:
 def apply(df: DataFrame | None, params: ReadParams, ctx: StageContext) -> StageResult:
     """Read every input. `df` is ignored: `read` starts a run."""
     tasks, skipped = expand_inputs_and_skips(params.inputs)
-    rows = ctx.persist(_file_frame(ctx, tasks).mapInArrow(read_tasks, READ_SCHEMA))
+    parallelism = _parallelism(ctx.spark)
+    pieces = plan_pieces(tasks, piece_bytes(tasks, parallelism), _spark_counts(ctx))
+    read = _task_frame(ctx, pieces).mapInArrow(read_tasks, READ_SCHEMA)
+    rows = ctx.persist(_spread(read, len(pieces), parallelism))
     rekeyed = rekey_duplicate_ids(rows)
     if rekeyed is not rows:
         rows = ctx.persist(rekeyed)
@@ -224,6 +351,8 @@ def apply(df: DataFrame | None, params: ReadParams, ctx: StageContext) -> StageR
         "_file", "_row",
     )
     stats = {"files": len(tasks), "skipped_files": len(skipped)}
+    if len(pieces) > len(tasks):  # large files read by several tasks
+        stats["read_tasks"] = len(pieces)
     if skipped:  # in directories, not read: hidden, internal (_SUCCESS) or unknown extension
         stats["skipped_examples"] = skipped[:20]
     return StageResult(kept, removed, stats)

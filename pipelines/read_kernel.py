@@ -41,6 +41,19 @@ class FileTask:
     text_field: str = "text"
     id_field: str = "id"
     domain_field: str = ""  # a record's string value of this field, when set and present, is its domain
+    # A piece of a large file (read.py's `plan_pieces`), read by a task of its own. JSONL: the
+    # bytes [part_start, part_end) of a plain file or the zstd frames that start there (offsets in
+    # the file); Parquet: row groups [part_start, part_end). part_end = -1: the whole file.
+    # part_line: the file's line (JSONL) or row (Parquet) number of the piece's first byte or row;
+    # part_mid_line: the piece starts inside a line, which belongs to the piece before it.
+    part_start: int = 0
+    part_end: int = -1
+    part_line: int = 1
+    part_mid_line: bool = False
+
+    @property
+    def whole(self) -> bool:
+        return self.part_end < 0
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,28 +115,92 @@ def lone_surrogate(value: Any) -> str | None:
 
 
 class _Batcher:
-    """Accumulates rows and emits Arrow record batches of bounded size."""
+    """Accumulates rows, column by column, and emits Arrow record batches of bounded size.
+
+    Rows come as dicts (`add`: error rows, Parquet records, the per-line reader) or, on the fast
+    JSONL path, as a document's parts (`add_doc`); both fill the same Python lists, which become
+    one Arrow array per column (no dict per row, no `from_pylist`)."""
+
+    _MAP = READ_ARROW_SCHEMA.field("meta").type
 
     def __init__(self, task: FileTask, max_rows: int, max_bytes: int):
         self.task = task
         self.max_rows = max_rows
         self.max_bytes = max_bytes
-        self._rows: list[dict[str, Any]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._ids: list[str] = []
+        self._texts: list[str | None] = []
+        self._domains: list[str] = []
+        self._offsets: list[int] = [0]
+        self._meta_null: list[bool] = []
+        self._keys: list[str] = []
+        self._values: list[str] = []
+        self._rows: list[int] = []
+        self._errors: list[str | None] = []
+        self._raws: list[str | None] = []
+        self._paths: list[str | None] = []
         self._bytes = 0
 
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add_doc(self, position: int, doc_id: str, text: str, domain: str,
+                keys: list[str], values: list[str]) -> pa.RecordBatch | None:
+        """A good document (fast path): its meta as parallel key and value lists."""
+        self._ids.append(doc_id)
+        self._texts.append(text)
+        self._domains.append(domain)
+        self._keys += keys
+        self._values += values
+        self._offsets.append(len(self._keys))
+        self._meta_null.append(False)
+        self._rows.append(position)
+        self._errors.append(None)
+        self._raws.append(None)
+        self._paths.append(None)
+        self._bytes += len(text)
+        if len(self._ids) >= self.max_rows or self._bytes >= self.max_bytes:
+            return self.flush()
+        return None
+
     def add(self, row: dict[str, Any]) -> pa.RecordBatch | None:
-        self._rows.append(row)
+        self._ids.append(row["id"])
+        self._texts.append(row["text"])
+        self._domains.append(row["domain"])
+        meta = row["meta"]
+        if meta is not None:
+            self._keys += meta.keys()
+            self._values += meta.values()
+        self._offsets.append(len(self._keys))
+        self._meta_null.append(meta is None)
+        self._rows.append(row["_row"])
+        self._errors.append(row["_error"])
+        self._raws.append(row["_raw"])
+        self._paths.append(row["_path"])
         self._bytes += len(row["text"] or "") + len(row["_raw"] or "")
-        if len(self._rows) >= self.max_rows or self._bytes >= self.max_bytes:
+        if len(self._ids) >= self.max_rows or self._bytes >= self.max_bytes:
             return self.flush()
         return None
 
     def flush(self) -> pa.RecordBatch | None:
-        if not self._rows:
+        n = len(self._ids)
+        if not n:
             return None
-        batch = pa.RecordBatch.from_pylist(self._rows, schema=READ_ARROW_SCHEMA)
-        self._rows = []
-        self._bytes = 0
+        t = self.task
+        string = pa.string()
+        meta = pa.MapArray.from_arrays(
+            pa.array(self._offsets, pa.int32()), pa.array(self._keys, string), pa.array(self._values, string),
+            type=self._MAP, mask=pa.array(self._meta_null, pa.bool_()) if any(self._meta_null) else None,
+        )
+        batch = pa.RecordBatch.from_arrays([
+            pa.array(self._ids, string), pa.array(self._texts, string), pa.array([t.source] * n, string),
+            pa.array(self._domains, string), meta, pa.array([t.index] * n, pa.int32()),
+            pa.array(self._rows, pa.int64()), pa.array(self._errors, string), pa.array(self._raws, string),
+            pa.array(self._paths, string),
+        ], schema=READ_ARROW_SCHEMA)
+        self._reset()
         return batch
 
     def doc(self, position: int, record: dict[str, Any], raw: str | None = None) -> dict[str, Any]:
@@ -254,7 +331,9 @@ def _too_deep(out: _Batcher, line_no: int, line: str) -> dict[str, Any]:
     return out.error(line_no, f"json nested too deeply at {_where(out.task, line_no)}", line.rstrip("\r\n"))
 
 
-def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None]:
+def _jsonl_rows_per_line(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None]:
+    """The per-line reader: `json.loads` on every line of the whole file. The reference the fast
+    reader (`_jsonl_rows`) is tested against; `read_file(..., per_line=True)` runs it."""
     line_no = 0
     records = 0
     try:
@@ -331,8 +410,327 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
         yield out.add(out.error(0, f"empty file at {task.relpath}: no records", None))
 
 
+# ------------------------------------------------------------------------------------------------
+# The fast JSONL reader: big decompressed chunks, orjson, and `_line_row` (the per-line reader's
+# logic) for every line orjson refuses or that is not a plain document.
+
+CHUNK = 8 << 20  # decompressed bytes handed to the line splitter at a time
+
+
+def _unreadable() -> tuple[type[BaseException], ...]:
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover
+        return _UNREADABLE
+    return _UNREADABLE + (zstandard.ZstdError,)
+
+
+def _plain_chunks(path: str, start: int = 0, end: int = -1) -> Iterator[tuple[bytes, bool]]:
+    """(bytes, in the piece) of a plain file from `start`: the piece's bytes [start, end), then
+    the bytes after it (False), which only finish the piece's last line."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        left = end - start if end >= 0 else -1
+        while left != 0:
+            data = fh.read(CHUNK if left < 0 else min(CHUNK, left))
+            if not data:
+                return
+            if left > 0:
+                left -= len(data)
+            yield data, True
+        while data := fh.read(1 << 16):
+            yield data, False
+
+
+def _gzip_chunks(path: str) -> Iterator[tuple[bytes, bool]]:
+    # read1, not read: a read that reaches a truncation raises without returning the bytes it
+    # decompressed before it, which would lose the whole lines read so far
+    with gzip.open(path, "rb") as fh:
+        while data := fh.read1(CHUNK):
+            yield data, True
+
+
+def _zstd_piece_chunks(path: str, start: int = 0, end: int = -1) -> Iterator[tuple[bytes, bool]]:
+    """Decompressed bytes of the zstd frames that start in [start, end) (all from `start` when
+    end < 0), then of the frames after them (False). Raises TruncatedStream if the file ends
+    inside a frame (zstandard's stream_reader would end there silently)."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    obj = dctx.decompressobj()
+    frame_at = start   # file offset where the current frame starts
+    fed = 0            # bytes fed to the current frame's decompressor
+    with open(path, "rb") as raw:
+        raw.seek(start)
+        while data := raw.read(1 << 20):
+            while data:
+                ours = end < 0 or frame_at < end
+                fed += len(data)
+                out = obj.decompress(data)
+                if out:
+                    yield out, ours
+                if obj.eof:
+                    data = obj.unused_data
+                    frame_at += fed - len(data)
+                    fed = 0
+                    obj = dctx.decompressobj()
+                else:
+                    data = b""
+    if fed and not obj.eof:
+        raise TruncatedStream("zstd stream ends inside a frame (truncated file)")
+
+
+def _chunks(task: FileTask) -> Iterator[tuple[bytes, bool]]:
+    path = task.path
+    if path.endswith((".zst", ".zstd")):
+        return _zstd_piece_chunks(path, task.part_start, task.part_end)
+    if path.endswith(".gz"):
+        return _gzip_chunks(path)
+    return _plain_chunks(path, task.part_start, task.part_end)
+
+
+def _piece_lines(chunks: Iterator[tuple[bytes, bool]], mid_line: bool) -> Iterator[bytes]:
+    """The lines (with their b"\n") that start in the piece: the first partial line is skipped
+    when `mid_line` (the piece before reads it), and the last one is finished from the bytes
+    after the piece. A line is read by exactly one piece."""
+    rest = b""
+    skipping = mid_line
+    for data, ours in chunks:
+        if skipping:
+            cut = data.find(b"\n")
+            if cut < 0:
+                if not ours:
+                    return
+                continue
+            data = data[cut + 1:]
+            skipping = False
+            if not ours:
+                return  # the next line starts after the piece
+        if not ours:
+            if not rest:
+                return  # the piece ended at a line end
+            cut = data.find(b"\n")
+            if cut < 0:
+                rest += data
+                continue
+            yield rest + data[:cut + 1]
+            return
+        parts = (rest + data).split(b"\n") if rest else data.split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+    if rest and not skipping:
+        yield rest
+
+
+def _line_row(task: FileTask, out: _Batcher, line_no: int, raw_line: bytes) -> dict[str, Any] | None:
+    """The row of one line as the per-line reader makes it (None for a blank line)."""
+    if not raw_line.strip():
+        return None
+    try:
+        line = raw_line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return out.error(line_no, f"invalid utf-8 at {_where(task, line_no)}, byte {exc.start}",
+                         raw_line.decode("utf-8", "backslashreplace").rstrip("\r\n"))
+    try:
+        record = json.loads(line)
+    except RecursionError:
+        return _too_deep(out, line_no, line)
+    except json.JSONDecodeError as exc:
+        return out.error(line_no, f"malformed json at {_where(task, line_no)}: {exc.msg} (column {exc.colno})",
+                         line.rstrip("\r\n"))
+    except ValueError as exc:  # an integer past Python's digit limit: this record's fault only
+        return out.error(line_no, f"unreadable json at {_where(task, line_no)}: {exc}", line.rstrip("\r\n"))
+    if not isinstance(record, dict):
+        return out.error(line_no, f"record is a JSON {type(record).__name__}, not an object, at "
+                         f"{_where(task, line_no)}", line.rstrip("\r\n"))
+    try:
+        where = lone_surrogate(record) if "\\u" in line else None
+        if where is not None:
+            where = where if len(where) <= 200 else where[:200] + "..."
+            return out.error(line_no, f"lone surrogate escape (not a Unicode character) in field '{where}' "
+                             f"at {_where(task, line_no)}", line.rstrip("\r\n"))
+        return out.doc(line_no, record, raw=line)
+    except RecursionError:
+        return _too_deep(out, line_no, line)
+
+
+def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None]:
+    """The fast reader. orjson parses each line; a record whose fields are all strings,
+    integers, booleans or null, with a string text and a string, integer or no id, becomes a
+    document here. orjson's answer is then the one `json` gives (it refuses NaN, lone
+    surrogates, nesting past 1024 and invalid UTF-8; it turns integers past 64 bits into floats,
+    which is why floats, lists and objects are not taken). Every other line goes to `_line_row`,
+    the per-line reader's own logic, so its row and reason are the per-line reader's."""
+    import orjson
+
+    loads, JSONError = orjson.loads, orjson.JSONDecodeError
+    tf, idf, df = task.text_field, task.id_field, task.domain_field
+    source, relpath, domain0 = task.source, task.relpath, task.domain
+    line_no = task.part_line - 1 + (1 if task.part_mid_line else 0)
+    records = 0
+    str_, int_, bool_ = str, int, bool
+    try:
+        for raw_line in _piece_lines(_chunks(task), task.part_mid_line):
+            line_no += 1
+            if line_no == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
+                raw_line = raw_line[3:]  # a UTF-8 byte-order mark opens the file, not the record
+            records += 1
+            try:
+                record = loads(raw_line)
+            except JSONError:
+                record = None
+            if type(record) is dict:
+                text = record.get(tf)
+                given = record.get(idf)
+                tg = type(given)
+                if type(text) is str_ and (given is None or tg is str_ or tg is int_):
+                    keys: list[str] = []
+                    values: list[str] = []
+                    for key, value in record.items():
+                        tv = type(value)
+                        if tv is str_:
+                            if key != tf and key != idf:
+                                keys.append(key)
+                                values.append(value)
+                        elif value is None:
+                            pass
+                        elif tv is int_:
+                            if key != idf:
+                                keys.append(key)
+                                values.append(str(value))
+                        elif tv is bool_:
+                            keys.append(key)
+                            values.append("true" if value else "false")
+                        else:
+                            break  # a float, list or object: the per-line reader's encoding
+                    else:
+                        domain = record.get(df) if df else None
+                        yield out.add_doc(
+                            line_no,
+                            f"{source}:{relpath}:{line_no}" if given is None else (given if tg is str_ else str(given)),
+                            text, domain if type(domain) is str_ and domain else domain0, keys, values,
+                        )
+                        continue
+            row = _line_row(task, out, line_no, raw_line)
+            if row is None:
+                records -= 1  # a blank line holds no record
+            else:
+                yield out.add(row)
+    except _unreadable() as exc:
+        records += 1
+        yield out.add(out.error(
+            line_no + 1,
+            f"unreadable file at {task.relpath} after line {line_no}: {type(exc).__name__}: {exc}",
+            None,
+        ))
+        return
+    if records == 0 and task.whole:
+        yield out.add(out.error(0, f"empty file at {task.relpath}: no records", None))
+
+
+# ------------------------------------------------------------------------------------------------
+# Pieces of large files (planned by read.py): where a file may be cut, and the counts that give
+# each piece its first line number.
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_BLANK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # a byte that makes a line not blank (bytes.strip's set)
+
+
+def zstd_frames(path: str) -> list[tuple[int, int]] | None:
+    """(offset, compressed size) of every frame of a .zst file, found from the frame and block
+    headers without decompressing; None when the file is not a clean sequence of frames that
+    ends at its last byte (truncated, junk, unknown block type): such a file is read whole, by
+    one task, which reports where it breaks."""
+    import zstandard
+
+    frames: list[tuple[int, int]] = []
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        pos = 0
+        while pos < size:
+            fh.seek(pos)
+            head = fh.read(18)
+            if len(head) >= 8 and head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50:  # skippable
+                end = pos + 8 + int.from_bytes(head[4:8], "little")
+            elif head[:4] == _ZSTD_MAGIC and len(head) >= 5:
+                try:
+                    header = zstandard.frame_header_size(head)
+                except zstandard.ZstdError:
+                    return None
+                checksum = 4 if head[4] & 0x04 else 0
+                at = pos + header
+                while True:
+                    fh.seek(at)
+                    block = fh.read(3)
+                    if len(block) < 3:
+                        return None
+                    word = int.from_bytes(block, "little")
+                    kind, length = (word >> 1) & 3, word >> 3
+                    if kind == 3:
+                        return None
+                    at += 3 + (1 if kind == 1 else length)
+                    if word & 1:
+                        break
+                end = at + checksum
+            else:
+                return None
+            if end > size:
+                return None
+            frames.append((pos, end - pos))
+            pos = end
+    return frames
+
+
+def piece_counts(task: FileTask) -> dict[str, Any]:
+    """What the plan needs of one JSONL piece: its newlines, whether it holds a non-blank byte,
+    whether its last byte is a newline, its length, and whether it decompressed cleanly."""
+    newlines = length = 0
+    content = ends_line = False
+    ok = True
+    try:
+        for data, ours in _chunks(task):
+            if not ours:
+                break
+            newlines += data.count(b"\n")
+            length += len(data)
+            content = content or _BLANK.search(data) is not None
+            ends_line = data.endswith(b"\n")
+    except _unreadable():
+        ok = False
+    return {"index": task.index, "part_start": task.part_start, "newlines": newlines, "content": content,
+            "ends_line": ends_line, "length": length, "ok": ok}
+
+
+def parquet_row_groups(path: str) -> list[tuple[int, int]] | None:
+    """(rows, compressed bytes) of each row group of a Parquet file; None if its footer cannot
+    be read (the file is then read whole and reported there)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+        return [(meta.row_group(i).num_rows,
+                 sum(meta.row_group(i).column(c).total_compressed_size for c in range(meta.num_columns)))
+                for i in range(meta.num_row_groups)]
+    except Exception:  # noqa: BLE001 - a broken file is reported by the task that reads it
+        return None
+
+
+def count_pieces(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow entry point of the plan's counting pass: FileTask rows in, `piece_counts` out."""
+    for batch in batches:
+        counts = [piece_counts(FileTask(**row)) for row in batch.to_pylist()]
+        yield pa.RecordBatch.from_pylist(counts, schema=PIECE_COUNTS_SCHEMA)
+
+
+PIECE_COUNTS_SCHEMA = pa.schema([
+    ("index", pa.int32()), ("part_start", pa.int64()), ("newlines", pa.int64()), ("content", pa.bool_()),
+    ("ends_line", pa.bool_()), ("length", pa.int64()), ("ok", pa.bool_()),
+])
+
+
 def _table_rows(task: FileTask, out: _Batcher, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch | None]:
-    row_no = 0
+    row_no = task.part_line - 1
     try:
         for batch in batches:
             for record in batch.to_pylist():
@@ -344,14 +742,15 @@ def _table_rows(task: FileTask, out: _Batcher, batches: Iterator[pa.RecordBatch]
             row_no, f"unreadable file at {task.relpath} after row {row_no - 1}: {type(exc).__name__}: {exc}", None
         ))
         return
-    if row_no == 0:
+    if row_no == 0 and task.whole:
         yield out.add(out.error(0, f"empty file at {task.relpath}: no records", None))
 
 
-def _parquet_batches(path: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _parquet_batches(task: FileTask, batch_rows: int) -> Iterator[pa.RecordBatch]:
     import pyarrow.parquet as pq
 
-    yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+    groups = None if task.whole else range(task.part_start, task.part_end)
+    yield from pq.ParquetFile(task.path).iter_batches(batch_size=batch_rows, row_groups=groups)
 
 
 def _datasets_batches(path: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -362,13 +761,19 @@ def _datasets_batches(path: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
         yield from table.to_batches()
 
 
-def read_file(task: FileTask, batch_rows: int = 2048, batch_bytes: int = 64 << 20) -> Iterator[pa.RecordBatch]:
-    """Arrow batches (READ_ARROW_SCHEMA) of every record of one file, good or bad, in file order."""
+def read_file(task: FileTask, batch_rows: int = 2048, batch_bytes: int = 64 << 20,
+              per_line: bool = False) -> Iterator[pa.RecordBatch]:
+    """Arrow batches (READ_ARROW_SCHEMA) of every record of one file or piece, good or bad, in
+    file order. `per_line`: JSONL through the per-line reader (the reference; whole files only)."""
     out = _Batcher(task, batch_rows, batch_bytes)
-    if task.format == "jsonl":
+    if task.format == "jsonl" and per_line:
+        if not task.whole:
+            raise ValueError("the per-line reader reads whole files only")
+        rows = _jsonl_rows_per_line(task, out)
+    elif task.format == "jsonl":
         rows = _jsonl_rows(task, out)
     elif task.format == "parquet":
-        rows = _table_rows(task, out, _parquet_batches(task.path, batch_rows))
+        rows = _table_rows(task, out, _parquet_batches(task, batch_rows))
     elif task.format == "datasets":
         rows = _table_rows(task, out, _datasets_batches(task.path, batch_rows))
     else:
