@@ -5,7 +5,9 @@ S-curve: Leskovec, Rajaraman and Ullman, Mining of Massive Datasets, ch. 3.
 
 1. **Signatures** inside `mapInArrow`, one pass per Arrow batch: `minhash_numba` (compiled, the
    default) or `minhash_kernel` (numpy, the reference), bit-identical.
-2. **Bands**: the K values are cut into `bands` x `rows`; each (band, values) pair is a bucket.
+2. **Bands**: the K values are cut into `bands` x `rows`; each (band, values) pair is a bucket,
+   keyed by one 64-bit hash of the band's index and values (`minhash_kernel.band_keys`, computed
+   with the signature), so the bucket shuffle and sort move 16 bytes a row.
    Unless given, `bands` and `rows` minimize ``fp_weight * FP area + (1 - fp_weight) * FN area``
    of the S-curve at `threshold` (the text-dedup / datasketch criterion). With ``probes`` = p > 1
    the same K values are also regrouped p - 1 more times (a seeded permutation of the value
@@ -152,14 +154,6 @@ def band_rows(params: DedupMinhashParams) -> list[np.ndarray]:
     return out
 
 
-def _band_key(rows: np.ndarray):
-    """The bytes of the signature values at `rows` (4 bytes each), as one bucket key."""
-    rows = [int(x) for x in rows]
-    if rows == list(range(rows[0], rows[0] + len(rows))):  # contiguous: one substring
-        return F.substring("sig", rows[0] * 4 + 1, len(rows) * 4)
-    return F.concat(*[F.substring("sig", i * 4 + 1, 4) for i in rows])
-
-
 def explain(params: DedupMinhashParams, similarities=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> str:
     """What `winnow dedup --explain` prints: the banding and its collision probabilities."""
     b, r = params.banding()
@@ -201,27 +195,41 @@ def signatures(texts: list[str], num_perm: int, ngram: int, seed: int) -> np.nda
     return mk.signatures(texts, num_perm, ngram, seed)
 
 
+def band_keys(sigs: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    if mn.AVAILABLE:
+        return mn.band_keys(sigs, positions)
+    return mk.band_keys(sigs, positions)
+
+
 def shingle_sets(texts: list[str], ngram: int) -> list[np.ndarray]:
     if mn.AVAILABLE:
         return mn.shingle_sets(texts, ngram)
     return [mk.shingle_set(t, ngram) for t in texts]
 
 
-def _signature_kernel(num_perm: int, ngram: int, seed: int, extra: list[str]):
+def _signature_kernel(num_perm: int, ngram: int, seed: int, extra: list[str], positions: np.ndarray):
+    """(node, text, extra...) batches -> (node, extra..., sig, keys): each document's signature
+    (K uint32 values as bytes) and its band keys (one long per band, `band_keys`)."""
     out_schema = pa.schema(
-        [pa.field("node", pa.int64())] + [pa.field(c, pa.string()) for c in extra] + [pa.field("sig", pa.binary())]
+        [pa.field("node", pa.int64())] + [pa.field(c, pa.string()) for c in extra]
+        + [pa.field("sig", pa.binary()), pa.field("keys", pa.list_(pa.int64()))]
     )
+    n_bands = positions.shape[0]
 
     def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             texts = [t or "" for t in batch.column("text").to_pylist()]
             sigs = signatures(texts, num_perm, ngram, seed)
+            keys = band_keys(sigs, positions)
             width = num_perm * 4
             offsets = pa.array(np.arange(0, (len(texts) + 1) * width, width, dtype=np.int32))
             sig_col = pa.BinaryArray.from_buffers(
                 pa.binary(), len(texts), [None, offsets.buffers()[1], pa.py_buffer(sigs.tobytes())]
             )
-            cols = [batch.column("node")] + [batch.column(c) for c in extra] + [sig_col]
+            key_col = pa.ListArray.from_arrays(
+                pa.array(np.arange(0, (len(texts) + 1) * n_bands, n_bands, dtype=np.int32)), pa.array(keys.ravel())
+            )
+            cols = [batch.column("node")] + [batch.column(c) for c in extra] + [sig_col, key_col]
             yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
 
     return kernel
@@ -273,20 +281,20 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     docs = df.withColumn("_node", node_column())  # re-read from Parquet where used: one corpus copy in memory, not two
 
     kernel_in = docs.select(F.col("_node").alias("node"), "text", *extra)
-    kernel = _signature_kernel(params.num_perm, params.ngram, params.seed, extra)
+    positions = np.array([list(rows) for rows in band_rows(params)], dtype=np.int64)
+    kernel = _signature_kernel(params.num_perm, params.ngram, params.seed, extra, positions)
     out_type = T.StructType(
         [T.StructField("node", T.LongType())] + [T.StructField(c, T.StringType()) for c in extra]
-        + [T.StructField("sig", T.BinaryType())]
+        + [T.StructField("sig", T.BinaryType()), T.StructField("keys", T.ArrayType(T.LongType()))]
     )
     sigs = ctx.persist(kernel_in.mapInArrow(kernel, out_type))
 
-    band_values = F.array(*[_band_key(rows) for rows in band_rows(params)])
-    buckets = sigs.select("node", *extra, F.posexplode(band_values).alias("band", "key"))
+    buckets = sigs.select("node", *extra, F.explode("keys").alias("key"))
     # Each bucket member is paired with the bucket's smallest node (a star) and with the member
     # just before it (a chain). With a check, a star alone loses a duplicate whose only link to
     # the bucket is a member other than the anchor (A~B and B~C pass, A~C fails): the chain keeps
     # such pairs for at most twice the star's pairs.
-    bucket = Window.partitionBy("band", "key", *extra).orderBy("node")
+    bucket = Window.partitionBy("key", *extra).orderBy("node")
     partners = F.array_distinct(F.array(F.first("node").over(bucket), F.lag("node").over(bucket)))
     candidates = ctx.persist(
         buckets.select(F.col("node").alias("src"), partners.alias("partners"))

@@ -185,6 +185,31 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
 
 # --- banding -------------------------------------------------------------------------------
 
+# Band keys: a band's `r` values hashed to one 64-bit key with the band's index, so a bucket is
+# one long (a shuffle and sort of 16 bytes a row) instead of the values' bytes. Two different
+# bands share a key with probability 2^-64 per pair of buckets; such a pair is a false candidate
+# that the check rejects (with check = none it would be an edge: about one per 10^9 buckets
+# squared over 2^64, far below plain LSH's own false positives). Constants fixed forever.
+_BAND_SEED = 0x9E3779B97F4A7C15
+_BAND_MUL = 0xFF51AFD7ED558CCD
+
+
+def band_keys(sigs: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(n, bands) int64 keys of the (n, K) uint32 signatures' bands; band j is the values at
+    positions[j] (a (bands, r) int array), hashed in order with j."""
+    n, n_bands = sigs.shape[0], positions.shape[0]
+    out = np.empty((n, n_bands), dtype=np.int64)
+    with np.errstate(over="ignore"):
+        for j in range(n_bands):
+            h = np.full(n, _U64(j + 1) * _U64(_BAND_SEED), dtype=np.uint64)
+            for i in positions[j]:
+                h ^= sigs[:, i].astype(np.uint64)
+                h *= _U64(_BAND_MUL)
+                h ^= h >> _U64(33)
+            out[:, j] = h.view(np.int64)
+    return out
+
+
 def collision_probability(s: float | np.ndarray, bands: int, rows: int):
     """P(two documents of Jaccard `s` share at least one band) = 1 - (1 - s^r)^b."""
     return 1.0 - (1.0 - np.power(s, rows)) ** bands

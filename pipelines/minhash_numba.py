@@ -378,6 +378,20 @@ if AVAILABLE:
         return out
 
     @njit(cache=True)
+    def _band_keys(sigs, positions, seed, mul):
+        n, n_bands, r = sigs.shape[0], positions.shape[0], positions.shape[1]
+        out = np.empty((n, n_bands), dtype=np.int64)
+        for d in range(n):
+            for j in range(n_bands):
+                h = _U(j + 1) * _U(seed)
+                for i in range(r):
+                    h ^= _U(sigs[d, positions[j, i]])
+                    h *= _U(mul)
+                    h ^= h >> _U(33)
+                out[d, j] = np.int64(h)
+        return out
+
+    @njit(cache=True)
     def _shingles(th, token_off, ngram, consts):
         n_docs = token_off.size - 1
         counts = np.empty(n_docs + 1, dtype=np.int64)
@@ -434,3 +448,8 @@ def shingle_sets(texts, ngram: int = 5) -> list[np.ndarray]:
     th, token_off = token_hashes(texts)
     flat, counts = _shingles(th, token_off, ngram, mk._order_constants(ngram))
     return [np.unique(flat[counts[d]:counts[d + 1]]) for d in range(len(counts) - 1)]
+
+
+def band_keys(sigs: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """`minhash_kernel.band_keys`, compiled."""
+    return _band_keys(sigs, np.ascontiguousarray(positions, dtype=np.int64), mk._BAND_SEED, mk._BAND_MUL)

@@ -51,3 +51,22 @@ def test_the_sample_pool_gives_the_reference_signatures():
 
     texts = [t or "" for _, t in pool_documents()]
     assert np.array_equal(mn.signatures(texts, 256, 5, 1), mk.signatures(texts, 256, 5, 1))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 8), st.integers(1, 9), st.integers(0, 2**32 - 1))
+def test_band_keys_match_the_reference_and_separate_bands(n, n_bands, rows, seed):
+    rng = np.random.default_rng(seed)
+    sigs = rng.integers(0, 2**32, size=(n, 64), dtype=np.uint64).astype(np.uint32)
+    positions = np.stack([rng.permutation(64)[:rows] for _ in range(n_bands)])
+    keys = mn.band_keys(sigs, positions)
+    assert np.array_equal(keys, mk.band_keys(sigs, positions))
+    # documents equal on a band's values share its key; the same values in another band do not
+    same = sigs.copy()
+    same[:, positions[0]] = sigs[0, positions[0]]
+    k = mk.band_keys(same, positions)
+    assert (k[:, 0] == k[0, 0]).all()
+    if n_bands > 1:
+        shifted = positions.copy()
+        shifted[1] = positions[0]
+        assert mk.band_keys(sigs, shifted)[0, 1] != mk.band_keys(sigs, shifted)[0, 0]
