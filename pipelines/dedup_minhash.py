@@ -73,8 +73,9 @@ MAX_PROBES = 16
 PROBE_STREAM = 0x5EED
 # A node is `_file << NODE_ROW_BITS | _row`: rows below 2**40 per file, 2**23 files, in a long.
 NODE_ROW_BITS = 40
-# Ids of documents in ambiguous pairs up to which their semi-join with the corpus is a broadcast
-# (2M longs, about 16 MB on every executor); above it, Spark's own join (a shuffle of ids).
+# Documents (in ambiguous pairs; in components) up to which the joins that pick them out of the
+# corpus broadcast their ids (2M longs, about 16 MB on every executor; with ids and tags, about
+# 100 bytes a document); above it, Spark's own joins (shuffles).
 BROADCAST_IDS = 2_000_000
 
 
@@ -311,14 +312,31 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     stats["cc_rounds"] = rounds
     labels = ctx.persist(labels)
 
+    sizes = labels.groupBy("component").count().groupBy("count").agg(F.count(F.lit(1)).alias("n"))
+    dist = {int(row["count"]): int(row["n"]) for row in sizes.collect()}  # one row per distinct size
+    stats["components"] = sum(dist.values())
+    stats["largest_component"] = max(dist, default=0)
+    stats["component_sizes"] = dict(sorted(dist.items()))
+    # Only documents in a component get a cluster: while they are few, their ids and tags go to
+    # every task (broadcast) and the corpus is read past them twice (kept, removed), never
+    # shuffled or copied into memory; beyond BROADCAST_IDS it is one sort-merge join, persisted.
+    small = sum(size * n for size, n in dist.items()) <= BROADCAST_IDS
+
+    def spread(frame: DataFrame) -> DataFrame:
+        return F.broadcast(frame) if small else frame
+
     survivors = _survivors(labels, docs, params)
-    ids = docs.select(F.col("_node").alias("node"), F.col("id").alias("_nid"))
+    ids = ctx.persist(
+        docs.select(F.col("_node").alias("node"), F.col("id").alias("_nid")).join(spread(labels.select("node")), "node", "left_semi")
+    )
     info = (
-        survivors.join(ids.withColumnRenamed("node", "component").withColumnRenamed("_nid", "cluster_id"), "component")
-        .join(ids.withColumnRenamed("node", "survivor").withColumnRenamed("_nid", "_survivor_id"), "survivor")
+        survivors.join(spread(ids.withColumnRenamed("node", "component").withColumnRenamed("_nid", "cluster_id")), "component")
+        .join(spread(ids.withColumnRenamed("node", "survivor").withColumnRenamed("_nid", "_survivor_id")), "survivor")
         .select(F.col("node").alias("_node"), "cluster_id", "_survivor_id", "survivor")
     )
-    tagged = ctx.persist(docs.join(info, "_node", "left"))
+    tagged = docs.join(spread(info), "_node", "left")
+    if not small:
+        tagged = ctx.persist(tagged)
     is_removed = F.col("survivor").isNotNull() & (F.col("survivor") != F.col("_node"))
     kept = tagged.where(~is_removed).drop("_node", "_survivor_id", "survivor")
     removed = tagged.where(is_removed).select(
@@ -328,11 +346,6 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
         F.concat(F.lit("near-duplicate of "), F.col("_survivor_id")).alias("reason"),
         F.col("_survivor_id").alias("duplicate_of"),
     )
-    sizes = labels.groupBy("component").count().groupBy("count").agg(F.count(F.lit(1)).alias("n"))
-    dist = {int(row["count"]): int(row["n"]) for row in sizes.collect()}  # one row per distinct size
-    stats["components"] = sum(dist.values())
-    stats["largest_component"] = max(dist, default=0)
-    stats["component_sizes"] = dict(sorted(dist.items()))
     return StageResult(kept, removed, stats)
 
 
