@@ -46,8 +46,21 @@ class RunSummary:
 _LIVE: dict[str, dict[str, Any]] = {}
 
 
-def _count(spark, path: str) -> int:
-    return spark.read.parquet(path).count()
+def _count(path: str) -> int:
+    """Rows of a Parquet directory this run wrote (on the output's file system), summed from its
+    files' footers on the driver: no Spark job, and no schema inference."""
+    import pyarrow.parquet as pq
+
+    root = Path(path)
+    files = [root] if root.is_file() else [
+        f for f in root.rglob("*.parquet") if not any(part.startswith((".", "_")) for part in f.relative_to(root).parts)
+    ]
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+def _read(spark, path: str, schema):
+    """The Parquet this run wrote from a frame of `schema`: read with it, not inferred (a job)."""
+    return spark.read.schema(schema).parquet(path)
 
 
 def _stage_task(label: str, fn: Callable[..., StageRecord]):
@@ -69,20 +82,23 @@ def _run_stage(
         progress.stage_started(label)
     _describe_jobs(spark, f"winnow stage {label}")
     start = time.perf_counter()
-    df = spark.read.parquet(in_path) if in_path else None
+    schemas = live.setdefault("schemas", {})  # what each Parquet of this run was written from
+    df = (_read(spark, in_path, schemas[in_path]) if in_path in schemas else spark.read.parquet(in_path)) if in_path else None
     result = apply(df, params, ctx)
     removed_path = str(output / "removed" / label)
-    write.write_parquet(write.for_output(result.removed), removed_path, compression="zstd")
+    removed_frame = write.for_output(result.removed)
+    write.write_parquet(removed_frame, removed_path, compression="zstd")
     if stage != write.NAME:
         write.write_parquet(result.kept, work_path, compression="zstd")
-        kept = _count(spark, work_path)
-        result.finish(spark.read.parquet(work_path), spark.read.parquet(removed_path))
+        schemas[work_path] = result.kept.schema
+        kept = _count(work_path)
+        result.finish(_read(spark, work_path, result.kept.schema), _read(spark, removed_path, removed_frame.schema))
     else:
-        kept = result.kept.count()
+        kept = _count(result.stats["path"])
     ctx.release()
-    removed = _count(spark, removed_path)
+    removed = _count(removed_path)
     if removed:  # per kind of reason (pipelines.stage): a few rows, whatever the stage
-        result.stats["removed_by_reason"] = removed_by_reason(spark.read.parquet(removed_path))
+        result.stats["removed_by_reason"] = removed_by_reason(_read(spark, removed_path, removed_frame.schema))
     if n_in is None:  # `read` starts the run: everything it saw is kept or removed
         n_in = kept + removed
     record = StageRecord(
@@ -122,7 +138,7 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     steps.append((write.NAME, write.NAME, write.apply, write_params(cfg, str(output))))
     records: list[StageRecord] = []
     in_path: str | None = start
-    first_in = _count(live["spark"], start) if start else None
+    first_in = _count(start) if start else None
     keep = live.get("keep")
     for i, (label, stage, apply, params) in enumerate(steps):
         work_path = str(work / f"{i:02d}-{label}")

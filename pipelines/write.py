@@ -76,7 +76,8 @@ def write_parquet(df: DataFrame, path: str, compression: str = "zstd", max_recor
 def apply(df: DataFrame, params: WriteParams, ctx: StageContext) -> StageResult:
     if not params.path:
         raise WinnowError("write: no output path")
-    write_parquet(for_output(project(df, params.columns)), params.path, params.compression, params.max_records_per_file)
-    written = ctx.spark.read.parquet(params.path)
+    out = for_output(project(df, params.columns))
+    write_parquet(out, params.path, params.compression, params.max_records_per_file)
+    written = ctx.spark.read.schema(out.schema).parquet(params.path)  # the schema given: no inference job
     removed = ctx.spark.createDataFrame([], "id string, removed_by string, reason string")
     return StageResult(written, removed, {"path": params.path})
