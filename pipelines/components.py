@@ -14,11 +14,18 @@ theory and a handful in practice; each round is a few shuffles of the edge list,
 collected to the driver except one count per round. Each round's edges are checkpointed (reliable
 `checkpoint()` when the SparkContext has a checkpoint directory, `localCheckpoint()` otherwise),
 so the lineage does not grow with the number of rounds.
+
+An edge list of at most `LOCAL_EDGES` edges (16 bytes each: 32 MB at the default) is solved on
+the driver instead, with scipy's connected components, and the labels go back to Spark as Arrow:
+the rounds' small shuffles and jobs cost more than the edges do until the graph is large. The
+labels are the same either way (tests/test_components.py runs both on the same graphs).
 """
 from __future__ import annotations
 
 import logging
 
+import numpy as np
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -27,6 +34,8 @@ from core.errors import WinnowError
 log = logging.getLogger("winnow.components")
 
 MAX_ROUNDS = 100
+LOCAL_EDGES = 2_000_000
+LABELS_SCHEMA = "node long, component long"
 
 
 def normalize_edges(edges: DataFrame, src: str = "src", dst: str = "dst") -> DataFrame:
@@ -76,12 +85,35 @@ def _cut(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
+def _local_labels(e: DataFrame) -> DataFrame:
+    """The labels of a small normalized edge list, solved on the driver with scipy."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    table = e.toArrow()
+    a = table.column("a").to_numpy().astype(np.int64, copy=False)
+    b = table.column("b").to_numpy().astype(np.int64, copy=False)
+    nodes, index = np.unique(np.concatenate([a, b]), return_inverse=True)
+    n, m = len(nodes), len(a)
+    graph = sparse.coo_matrix((np.ones(m, dtype=np.int8), (index[:m], index[m:])), shape=(n, n))
+    _, comp = scipy_components(graph, directed=False)
+    smallest = np.full(comp.max() + 1 if n else 0, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(smallest, comp, nodes)
+    labels = pa.table({"node": pa.array(nodes, pa.int64()), "component": pa.array(smallest[comp], pa.int64())})
+    return e.sparkSession.createDataFrame(labels, LABELS_SCHEMA)
+
+
 def connected_components(
     edges: DataFrame, src: str = "src", dst: str = "dst", max_rounds: int = MAX_ROUNDS,
+    local_edges: int = LOCAL_EDGES,
 ) -> tuple[DataFrame, int]:
     """``(labels, rounds)``: labels has one row ``(node, component)`` for every node that appears
-    in `edges`, `component` being the smallest node of its component."""
+    in `edges`, `component` being the smallest node of its component. `rounds` is the number of
+    large-star / small-star rounds Spark ran: 0 when the edges were few enough (at most
+    `local_edges`) to be solved on the driver."""
     e = _cut(normalize_edges(edges, src, dst))
+    if e.count() <= local_edges:
+        return _local_labels(e), 0
     rounds = 0
     while True:
         if not_stars(e) == 0:

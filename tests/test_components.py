@@ -22,9 +22,10 @@ def expected_labels(edges):
     return {n: smallest[comp[index[n]]] for n in nodes}
 
 
-def run(spark, edges):
+def run(spark, edges, local_edges=0):
+    """Labels and rounds; `local_edges` = 0 forces Spark's rounds, a large one the driver's scipy."""
     df = spark.createDataFrame(edges, "src long, dst long")
-    labels, rounds = connected_components(df)
+    labels, rounds = connected_components(df, local_edges=local_edges)
     return {r["node"]: r["component"] for r in labels.collect()}, rounds
 
 
@@ -49,6 +50,14 @@ def test_components_match_scipy(spark, name):
         assert rounds >= 2
 
 
-def test_an_empty_graph_has_no_labels(spark):
-    got, rounds = run(spark, [])
+@pytest.mark.parametrize("name", list(graphs()))
+def test_a_small_graph_solved_on_the_driver_gives_the_same_labels(spark, name):
+    edges = graphs()[name]
+    got, rounds = run(spark, edges, local_edges=10_000)
+    assert got == expected_labels(edges) and rounds == 0
+
+
+@pytest.mark.parametrize("local_edges", [0, 10])
+def test_an_empty_graph_has_no_labels(spark, local_edges):
+    got, rounds = run(spark, [], local_edges)
     assert got == {} and rounds == 0
