@@ -515,8 +515,9 @@ def _chunks(task: FileTask) -> Iterator[tuple[bytes, bool]]:
 def _piece_lines(chunks: Iterator[tuple[bytes, bool]], mid_line: bool) -> Iterator[bytes]:
     """The lines (with their b"\n") that start in the piece: the first partial line is skipped
     when `mid_line` (the piece before reads it), and the last one is finished from the bytes
-    after the piece. A line is read by exactly one piece."""
-    rest = b""
+    after the piece. A line is read by exactly one piece. The unfinished line is kept as a list
+    of blocks, joined once it ends, so a line of many chunks is copied once, not once a chunk."""
+    rest: list[bytes] = []  # the blocks of the line not finished yet
     skipping = mid_line
     for data, ours in chunks:
         if skipping:
@@ -534,16 +535,25 @@ def _piece_lines(chunks: Iterator[tuple[bytes, bool]], mid_line: bool) -> Iterat
                 return  # the piece ended at a line end
             cut = data.find(b"\n")
             if cut < 0:
-                rest += data
+                rest.append(data)
                 continue
-            yield rest + data[:cut + 1]
+            rest.append(data[:cut + 1])
+            yield b"".join(rest)
             return
-        parts = (rest + data).split(b"\n") if rest else data.split(b"\n")
-        rest = parts.pop()
+        if b"\n" not in data:
+            if data:
+                rest.append(data)
+            continue
+        parts = data.split(b"\n")
+        if rest:
+            rest.append(parts[0])
+            parts[0] = b"".join(rest)
+        last = parts.pop()
+        rest = [last] if last else []
         for part in parts:
             yield part + b"\n"
     if rest and not skipping:
-        yield rest
+        yield b"".join(rest)
 
 
 def _line_row(task: FileTask, out: _Batcher, line_no: int, raw_line: bytes) -> dict[str, Any] | None:

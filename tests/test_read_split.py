@@ -220,3 +220,24 @@ def test_a_gzip_file_is_read_by_one_task_and_spread_after(spark, ctx, tmp_path):
     per_partition = result.kept.groupBy(F.spark_partition_id()).count().collect()
     assert len(per_partition) == spark.sparkContext.defaultParallelism > 1
     assert sum(r["count"] for r in per_partition) == 2000
+
+
+@FUZZ
+@given(body=_lines, chunk=st.integers(1, 40), piece=st.integers(1, 80))
+def test_lines_longer_than_a_chunk(body, chunk, piece):
+    """Lines that span many decompressed chunks (CHUNK made tiny), whole and in pieces."""
+    from pipelines import read_kernel
+
+    saved = read_kernel.CHUNK
+    read_kernel.CHUNK = chunk
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            plain, gz = Path(tmp) / "f.jsonl", Path(tmp) / "f.jsonl.gz"
+            plain.write_bytes(body)
+            gz.write_bytes(gzip.compress(body))
+            whole = rows_of([task_for(plain)], per_line=True)
+            assert rows_of([task_for(plain)]) == whole
+            assert rows_of(pieces_of(plain, piece)) == whole
+            assert rows_of([task_for(gz)]) == rows_of([task_for(gz)], per_line=True)
+    finally:
+        read_kernel.CHUNK = saved
