@@ -195,6 +195,7 @@ def test_a_large_single_file_is_read_by_several_tasks(spark, ctx, tmp_path, monk
     f = _big_file(tmp_path / "big.jsonl")
     monkeypatch.setattr(read, "SPLIT_BYTES", 16 << 10)
     monkeypatch.setattr(read, "MIN_SPLIT_BYTES", 16 << 10)
+    monkeypatch.setattr(read, "DRIVER_COUNT_BYTES", 0)  # the pieces' lines counted by a Spark job
     result = read.apply(None, ReadParams((InputSpec(str(f), "s"),)), ctx)
     tasks = result.stats["read_tasks"]
     assert tasks == -(-f.stat().st_size // (16 << 10)) > 1
@@ -205,7 +206,7 @@ def test_a_large_single_file_is_read_by_several_tasks(spark, ctx, tmp_path, monk
     assert removed == [(r["_row"], r["_error"]) for r in whole if r["_error"]]
     assert [line for line, _ in removed] == [18, 1235]
     # the pieces ran as tasks of their own: rows come out of as many partitions
-    pieces = read.plan_pieces(expand_inputs([InputSpec(str(f), "s")]), 16 << 10, read._spark_counts(ctx))
+    pieces = read.plan_pieces(expand_inputs([InputSpec(str(f), "s")]), 16 << 10, local_counts)
     frame = _task_frame(ctx, pieces).mapInArrow(read_tasks, READ_SCHEMA)
     assert frame.select(F.spark_partition_id().alias("p")).distinct().count() == len(pieces) == tasks
 
