@@ -209,7 +209,8 @@ def piece_bytes(tasks: list[FileTask], parallelism: int) -> int:
     return max(MIN_SPLIT_BYTES, min(SPLIT_BYTES, total // (2 * parallelism)))
 
 
-def _spark_counts(ctx: StageContext) -> Callable[[list[FileTask]], list[dict]]:
+def _piece_counter(ctx: StageContext) -> Callable[[list[FileTask]], list[dict]]:
+    """`piece_counts` of a list of pieces: on the driver up to DRIVER_COUNT_BYTES, else a Spark job."""
     def count(pieces: list[FileTask]) -> list[dict]:
         work = sum((p.part_end - p.part_start) * (_COMPRESSED_SHARE if p.path.lower().endswith((".zst", ".zstd"))
                                                   else 1) for p in pieces)
@@ -224,12 +225,12 @@ def _spark_counts(ctx: StageContext) -> Callable[[list[FileTask]], list[dict]]:
 def plan_pieces(tasks: list[FileTask], piece: int,
                 count: Callable[[list[FileTask]], list[dict]]) -> list[FileTask]:
     """The read tasks: `tasks` with each large plain or zstd JSONL file and each large Parquet
-    file cut into pieces. A JSONL piece needs the line number of its first byte: one Spark job
-    counts the newlines of every piece in parallel (decompressing zstd frames), and the prefix
-    sums give it. A file that does not cut cleanly (zstd that is truncated or not a clean run of
+    file cut into pieces. A JSONL piece needs the line number of its first byte: `count` gives
+    the newlines of every piece (decompressing zstd frames), and their prefix sums give it; a
+    Parquet piece's first row comes from the footer's row counts. A file that does not cut cleanly (zstd that is truncated or not a clean run of
     frames, a Parquet footer that cannot be read, nothing but blank lines) stays whole, so its
     error rows are the whole-file reader's. `piece`: bytes of plain JSONL per piece; `count`:
-    `read_kernel.piece_counts` of a list of pieces (a Spark job in `apply`)."""
+    `read_kernel.piece_counts` of a list of pieces (`_piece_counter` in `apply`)."""
     small = max(1, piece // _COMPRESSED_SHARE)
     out: dict[int, list[FileTask]] = {}
     to_count: list[FileTask] = []
@@ -366,7 +367,7 @@ def apply(df: DataFrame | None, params: ReadParams, ctx: StageContext) -> StageR
     """Read every input. `df` is ignored: `read` starts a run."""
     tasks, skipped = expand_inputs_and_skips(params.inputs)
     parallelism = _parallelism(ctx.spark)
-    pieces = plan_pieces(tasks, piece_bytes(tasks, parallelism), _spark_counts(ctx))
+    pieces = plan_pieces(tasks, piece_bytes(tasks, parallelism), _piece_counter(ctx))
     read = _task_frame(ctx, pieces).mapInArrow(read_tasks, READ_SCHEMA)
     rows = ctx.persist(_LocalCheckpoint(_spread(read, len(pieces), parallelism))).df
     rekeyed = rekey_duplicate_ids(rows)

@@ -6,6 +6,13 @@ text that is not a string, JSON that Python cannot hold: an integer past its 430
 nesting past its recursion limit) and a file that cannot be read to its end (truncated .gz,
 corrupt Parquet) becomes an error row with its place, never an exception and never a silent drop.
 Only lines that are entirely blank are skipped: they hold no record.
+
+Two JSONL readers give the same rows: the per-line reader (`json.loads` on each line, a dict per
+row; the reference, `read_file(..., per_line=True)`) and the fast reader that runs (orjson on
+big decompressed chunks, columns built as lists; every line orjson refuses or that is not a
+plain record goes through the per-line logic, `_line_row`). The fast reader also reads a piece
+of a file (`FileTask.part_*`): a byte range of a plain file or a group of zstd frames, keeping
+the line numbers of the whole file; Parquet pieces are row groups.
 """
 from __future__ import annotations
 
