@@ -331,6 +331,12 @@ def _open_lines(path: str) -> Iterator[bytes]:
 _UNREADABLE = (OSError, EOFError, zlib.error, ValueError)
 
 
+def _unreadable_row(out: _Batcher, line_no: int, exc: BaseException) -> dict[str, Any]:
+    """The error row of a file that could not be read past line `line_no` (both JSONL readers)."""
+    return out.error(line_no + 1, f"unreadable file at {out.task.relpath} after line {line_no}: "
+                     f"{type(exc).__name__}: {exc}", None)
+
+
 def _too_deep(out: _Batcher, line_no: int, line: str) -> dict[str, Any]:
     """The error row of a record nested deeper than Python's recursion limit lets json parse,
     walk or re-encode (``[[[...]]]`` a few thousand deep); the RecursionError used to escape
@@ -407,11 +413,7 @@ def _jsonl_rows_per_line(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBat
             yield out.add(row)
     except unreadable as exc:
         records += 1
-        yield out.add(out.error(
-            line_no + 1,
-            f"unreadable file at {task.relpath} after line {line_no}: {type(exc).__name__}: {exc}",
-            None,
-        ))
+        yield out.add(_unreadable_row(out, line_no, exc))
         return
     if records == 0:
         yield out.add(out.error(0, f"empty file at {task.relpath}: no records", None))
@@ -659,11 +661,7 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
                 yield out.add(row)
     except _unreadable() as exc:
         records += 1
-        yield out.add(out.error(
-            line_no + 1,
-            f"unreadable file at {task.relpath} after line {line_no}: {type(exc).__name__}: {exc}",
-            None,
-        ))
+        yield out.add(_unreadable_row(out, line_no, exc))
         return
     if records == 0 and task.whole:
         yield out.add(out.error(0, f"empty file at {task.relpath}: no records", None))

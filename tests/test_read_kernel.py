@@ -186,7 +186,9 @@ def test_every_non_blank_line_becomes_exactly_one_row(tmp_path, lines, compressi
     f = tmp_path / f"h.jsonl{compression}"
     f.write_bytes(data)
     out = rows(f)
-    expected = [i for i, line in enumerate(lines, start=1) if line.strip()]
+    # a byte-order mark opening the file is not part of line 1 (a line of only a BOM is blank)
+    bare = [line[3:] if i == 1 and line.startswith(b"\xef\xbb\xbf") else line for i, line in enumerate(lines, start=1)]
+    expected = [i for i, line in enumerate(bare, start=1) if line.strip()]
     if expected:
         assert [r["_row"] for r in out] == expected
         assert all((r["_error"] is None) == (r["text"] is not None) for r in out)
