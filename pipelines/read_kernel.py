@@ -224,7 +224,7 @@ class _Batcher:
                 _raw(raw, record),
             )
         given_id = record.get(t.id_field)
-        if given_id is None:
+        if given_id is None or given_id == "":  # an empty id names nothing: derived, as a missing one
             doc_id = derived_id(t.source, t.relpath, position)
         elif isinstance(given_id, (str, int)) and not isinstance(given_id, bool):
             doc_id = str(given_id)
@@ -650,7 +650,7 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
                         domain = record.get(df) if df else None
                         yield out.add_doc(
                             line_no,
-                            f"{source}:{relpath}:{line_no}" if given is None else (given if tg is str_ else str(given)),
+                            f"{source}:{relpath}:{line_no}" if given is None or given == "" else (given if tg is str_ else str(given)),
                             text, domain if type(domain) is str_ and domain else domain0, keys, values,
                         )
                         continue

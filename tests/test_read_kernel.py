@@ -218,3 +218,12 @@ def test_a_byte_order_mark_opens_the_file_not_the_first_record(tmp_path):
     f.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "first"}\r\n{"id": "b", "text": "\xef\xbb\xbfsecond"}\n')
     out = rows(f)
     assert [(r["id"], r["text"], r["_error"]) for r in out] == [("a", "first", None), ("b", "\ufeffsecond", None)]
+
+
+@pytest.mark.parametrize("per_line", [False, True])
+def test_an_empty_id_is_derived_like_a_missing_one(tmp_path, per_line):
+    f = tmp_path / "e.jsonl"
+    f.write_text('{"id": "", "text": "a"}\n{"id": "x", "text": "b"}\n{"text": "c"}\n')
+    task = FileTask(index=0, path=str(f), relpath="e.jsonl", format="jsonl", source="s", domain="d")
+    got = [r["id"] for b in read_file(task, per_line=per_line) for r in b.to_pylist()]
+    assert got == ["s:e.jsonl:1", "x", "s:e.jsonl:3"]
