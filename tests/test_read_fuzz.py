@@ -169,7 +169,7 @@ def check_jsonl(body: bytes, rows: list[dict]) -> None:
         if r["_error"] is None:
             record = json.loads(line)
             assert r["text"] == record["text"]
-            assert r["id"] == (derived_id("fz", RELPATH, r["_row"]) if record.get("id") is None
+            assert r["id"] == (derived_id("fz", RELPATH, r["_row"]) if record.get("id") in (None, "")
                                else str(record["id"]))
         elif r["_raw"] is not None:  # the line itself, as read
             assert r["_raw"] == line.decode("utf-8", "backslashreplace").rstrip("\r\n")[:RAW_LIMIT]
@@ -322,7 +322,7 @@ def test_parquet_with_any_columns_gives_one_row_per_record(case, batch_rows, cut
         if r["_error"] is not None:
             continue
         assert r["text"] == text
-        assert r["id"] == (derived_id("fz", RELPATH, r["_row"]) if given_id is None else str(given_id))
+        assert r["id"] == (derived_id("fz", RELPATH, r["_row"]) if given_id in (None, "") else str(given_id))
         meta = dict(r["meta"])
         if "meta" not in record:
             assert set(meta) == {k for k, v in record.items() if k not in ("text", "id") and v is not None}
