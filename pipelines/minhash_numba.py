@@ -49,7 +49,6 @@ _ZERO_CP = 0x30
 
 # xxHash's 64-bit primes and XXH3's default secret (its first 136 bytes: all that inputs of up
 # to 240 bytes read). Constants of the published algorithm (xxHash 0.8, XXH3_64bits).
-_P32_1, _P32_2 = 0x9E3779B1, 0x85EBCA77
 _P64_1, _P64_2, _P64_3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
 _MX1, _MX2 = 0x165667919E3779F9, 0x9FB21C651E98DF25
 _SECRET = np.frombuffer(bytes.fromhex(
@@ -119,18 +118,20 @@ if AVAILABLE:
     _U = numba.uint64
 
     @njit(inline="always")
-    def _read64(buf, i):
+    def _read_le(buf, i, width):
+        """The `width` bytes at buf[i:] as a little-endian unsigned integer."""
         v = _U(0)
-        for k in range(8):
+        for k in range(width):
             v |= _U(buf[i + k]) << _U(8 * k)
         return v
 
     @njit(inline="always")
+    def _read64(buf, i):
+        return _read_le(buf, i, 8)
+
+    @njit(inline="always")
     def _read32(buf, i):
-        v = _U(0)
-        for k in range(4):
-            v |= _U(buf[i + k]) << _U(8 * k)
-        return v
+        return _read_le(buf, i, 4)
 
     @njit(inline="always")
     def _mul128_fold64(a, b):
