@@ -85,21 +85,29 @@ def _cut(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
-def _local_labels(e: DataFrame) -> DataFrame:
-    """The labels of a small normalized edge list, solved on the driver with scipy."""
+def local_components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(nodes, components)`` of the undirected edges ``a[i] - b[i]`` (longs), solved in memory
+    with scipy: every node that appears in an edge, sorted, with its component's smallest node."""
     from scipy import sparse
     from scipy.sparse.csgraph import connected_components as scipy_components
 
-    table = e.toArrow()
-    a = table.column("a").to_numpy().astype(np.int64, copy=False)
-    b = table.column("b").to_numpy().astype(np.int64, copy=False)
-    nodes, index = np.unique(np.concatenate([a, b]), return_inverse=True)
+    nodes, index = np.unique(np.concatenate([a, b]).astype(np.int64, copy=False), return_inverse=True)
     n, m = len(nodes), len(a)
+    if n == 0:
+        return nodes, nodes.copy()
     graph = sparse.coo_matrix((np.ones(m, dtype=np.int8), (index[:m], index[m:])), shape=(n, n))
     _, comp = scipy_components(graph, directed=False)
-    smallest = np.full(comp.max() + 1 if n else 0, np.iinfo(np.int64).max, dtype=np.int64)
+    smallest = np.full(comp.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(smallest, comp, nodes)
-    labels = pa.table({"node": pa.array(nodes, pa.int64()), "component": pa.array(smallest[comp], pa.int64())})
+    return nodes, smallest[comp]
+
+
+def _local_labels(e: DataFrame) -> DataFrame:
+    """The labels of a small normalized edge list, solved on the driver with scipy."""
+    table = e.toArrow()
+    nodes, components = local_components(table.column("a").to_numpy().astype(np.int64, copy=False),
+                                         table.column("b").to_numpy().astype(np.int64, copy=False))
+    labels = pa.table({"node": pa.array(nodes, pa.int64()), "component": pa.array(components, pa.int64())})
     return e.sparkSession.createDataFrame(labels, LABELS_SCHEMA)
 
 

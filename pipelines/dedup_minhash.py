@@ -58,7 +58,7 @@ from core.params import param
 
 from . import minhash_kernel as mk
 from . import minhash_numba as mn
-from .components import connected_components
+from .components import LOCAL_EDGES, connected_components, local_components
 from .stage import Columns, StageContext, StageResult
 
 NAME = "dedup_minhash"
@@ -77,6 +77,13 @@ NODE_ROW_BITS = 40
 # corpus broadcast their ids (2M longs, about 16 MB on every executor; with ids and tags, about
 # 100 bytes a document); above it, Spark's own joins (shuffles).
 BROADCAST_IDS = 2_000_000
+# The check on few candidate pairs (at most components.LOCAL_EDGES) runs per group of documents:
+# the driver finds the candidate graph's components, packs them into bins of about BIN_DOCS
+# documents, and each bin's texts and pairs meet in one task (cogroup), which checks the pairs and
+# labels the bin's components. A candidate component above MAX_GROUP_DOCS documents would make one
+# task hold too much text: then the check runs as distributed joins (`_check`) instead.
+BIN_DOCS = 2_000
+MAX_GROUP_DOCS = 20_000
 
 
 @dataclass(frozen=True)
@@ -270,6 +277,152 @@ def _set_jaccard_udf():
     return exact_jaccard
 
 
+def _bucket_pairs_kernel(extra: list[str]):
+    """Rows sorted by (key, extra..., node) within a partition, every row of a bucket in the same
+    partition -> (src, dst) pairs: each member with the bucket's smallest node (a star) and with
+    the member just before it (a chain). A bucket may run across batches: the last bucket's key,
+    anchor and previous node carry over."""
+    out_schema = pa.schema([pa.field("src", pa.int64()), pa.field("dst", pa.int64())])
+
+    def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        carry = None  # (key, extra values, anchor, previous node) of the bucket the last batch ended in
+        for batch in batches:
+            n = len(batch)
+            if n == 0:
+                continue
+            key = batch.column("key").to_numpy(zero_copy_only=False)
+            node = batch.column("node").to_numpy(zero_copy_only=False)
+            start = np.empty(n, dtype=bool)
+            start[0] = True
+            start[1:] = key[1:] != key[:-1]
+            groups = [batch.column(c).to_pylist() for c in extra]
+            for values in groups:  # a bucket is (key, extra...): a change in any starts one
+                v = np.array(values, dtype=object)
+                start[1:] |= v[1:] != v[:-1]
+            head = np.flatnonzero(start)
+            anchor = node[head][np.cumsum(start) - 1]
+            prev = np.empty(n, dtype=np.int64)
+            prev[1:] = node[:-1]
+            has_prev = ~start
+            if carry is not None and carry[0] == key[0] and carry[1] == tuple(g[0] for g in groups):
+                first_end = head[1] if len(head) > 1 else n
+                anchor[:first_end] = carry[2]
+                prev[0], has_prev[0] = carry[3], True
+            carry = (key[-1], tuple(g[-1] for g in groups), anchor[-1], node[-1])
+            star = anchor != node
+            chain = has_prev & (prev != anchor) & (prev != node)
+            src = np.concatenate([node[star], node[chain]])
+            dst = np.concatenate([anchor[star], prev[chain]])
+            if len(src):
+                yield pa.RecordBatch.from_arrays([pa.array(src), pa.array(dst)], schema=out_schema)
+
+    return kernel
+
+
+def _candidates(sigs: DataFrame, extra: list[str]) -> DataFrame:
+    """Distinct (src, dst) candidate pairs, src > dst, from the band keys of `sigs`.
+
+    Each bucket member is paired with the bucket's smallest node (a star) and with the member
+    just before it (a chain). With a check, a star alone loses a duplicate whose only link to the
+    bucket is a member other than the anchor (A~B and B~C pass, A~C fails): the chain keeps such
+    pairs for at most twice the star's pairs. The buckets are a shuffle by key and a sort within
+    partitions; the pairs come from a kernel over the sorted rows (a window function did the same
+    at several times the cost)."""
+    parts = int(sigs.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    buckets = sigs.select(F.explode("keys").alias("key"), *extra, "node")
+    pair_type = T.StructType([T.StructField("src", T.LongType()), T.StructField("dst", T.LongType())])
+    return (
+        buckets.repartition(parts, "key", *extra)
+        .sortWithinPartitions("key", *extra, "node")
+        .mapInArrow(_bucket_pairs_kernel(extra), pair_type)
+        .distinct()
+    )
+
+
+def verify_bin(nodes: np.ndarray, texts: list[str], src: np.ndarray, dst: np.ndarray,
+               params: DedupMinhashParams) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check the candidate pairs (src, dst) among the documents `nodes` (with `texts`) as
+    `_check` does, and label the components of the pairs that pass: ``(label nodes, their
+    components, ambiguous pairs)``, a component being its smallest node. Pure numpy; runs in one
+    task per bin."""
+    order = np.argsort(nodes, kind="stable")
+    a = order[np.searchsorted(nodes, src, sorter=order)]
+    b = order[np.searchsorted(nodes, dst, sorter=order)]
+    lo, hi = params.threshold - params.margin(), params.threshold + params.margin()
+    hashed = mn.Hashed(texts, params.ngram) if mn.AVAILABLE else None  # each text hashed once
+    if params.check == "exact":
+        ok, ambiguous = np.zeros(len(a), dtype=bool), np.ones(len(a), dtype=bool)
+    else:
+        sigs = (hashed.signatures(params.num_perm, params.seed) if hashed
+                else signatures(texts, params.num_perm, params.ngram, params.seed))
+        agree = mk.estimated_jaccard(sigs[a], sigs[b])
+        ok, ambiguous = agree >= hi, (agree >= lo) & (agree < hi)
+    k = np.flatnonzero(ambiguous)
+    need, slots = np.unique(np.concatenate([a[k], b[k]]), return_inverse=True)  # only these need a set
+    sa, sb = slots[:len(k)], slots[len(k):]
+    if hashed:
+        ok[k] = mn.pair_jaccard(hashed.sets(need), sa, sb) >= params.threshold
+    else:
+        sets = shingle_sets([texts[i] for i in need], params.ngram)
+        ok[k] = np.array([mk.jaccard(sets[x], sets[y]) >= params.threshold for x, y in zip(sa, sb)], dtype=bool)
+    n_ambiguous = int(ambiguous.sum())
+    label_nodes, label_comps = local_components(nodes[a[ok]], nodes[b[ok]])
+    return label_nodes, label_comps, n_ambiguous
+
+
+def _bin_kernel(params: DedupMinhashParams):
+    out_schema = pa.schema([pa.field("node", pa.int64()), pa.field("component", pa.int64()),
+                            pa.field("ambiguous", pa.int64())])
+
+    def kernel(docs: pa.Table, pairs: pa.Table) -> pa.Table:
+        if docs.num_rows == 0 or pairs.num_rows == 0:
+            return out_schema.empty_table()
+        nodes = docs.column("node").to_numpy()
+        label_nodes, label_comps, n_ambiguous = verify_bin(
+            nodes, [t or "" for t in docs.column("text").to_pylist()], pairs.column("src").to_numpy(), pairs.column("dst").to_numpy(), params)
+        # one row with no node carries the bin's count of ambiguous pairs
+        tail = pa.nulls(1, pa.int64())
+        ambiguous = np.zeros(len(label_nodes) + 1, dtype=np.int64)
+        ambiguous[-1] = n_ambiguous
+        return pa.Table.from_arrays(
+            [pa.concat_arrays([pa.array(label_nodes, pa.int64()), tail]),
+             pa.concat_arrays([pa.array(label_comps, pa.int64()), tail]), pa.array(ambiguous)],
+            schema=out_schema)
+
+    return kernel
+
+
+def _grouped_check(candidates: DataFrame, docs: DataFrame, params: DedupMinhashParams, stats: dict,
+                   ctx: StageContext) -> DataFrame | None:
+    """The labels of the checked candidate graph, with the check run per bin of candidate
+    components (see BIN_DOCS); None when a candidate component is larger than MAX_GROUP_DOCS."""
+    spark = candidates.sparkSession
+    table = candidates.toArrow()
+    src = table.column("src").to_numpy().astype(np.int64, copy=False)
+    dst = table.column("dst").to_numpy().astype(np.int64, copy=False)
+    nodes, groups = local_components(src, dst)
+    if len(nodes) == 0:
+        stats["ambiguous_pairs"] = 0
+        return spark.createDataFrame([], "node long, component long")
+    group_ids, group_of_node, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    if sizes.max() > MAX_GROUP_DOCS:
+        return None
+    n_bins = max(1, -(-len(nodes) // BIN_DOCS))
+    bin_of_group = np.arange(len(group_ids)) % n_bins
+    bin_of_node = bin_of_group[group_of_node].astype(np.int32)
+    order = np.argsort(nodes)  # nodes come sorted from local_components; kept explicit for searchsorted
+    bin_of_pair = bin_of_node[order[np.searchsorted(nodes, src, sorter=order)]]
+    members = spark.createDataFrame(pa.table({"node": nodes, "bin": bin_of_node}), "node long, bin int")
+    pairs = spark.createDataFrame(pa.table({"src": src, "dst": dst, "bin": bin_of_pair}), "src long, dst long, bin int")
+    texts = docs.select(F.col("_node").alias("node"), "text").join(F.broadcast(members), "node")
+    out = ctx.persist(
+        texts.groupBy("bin").cogroup(pairs.groupBy("bin"))
+        .applyInArrow(_bin_kernel(params), "node long, component long, ambiguous long")
+    )
+    stats["ambiguous_pairs"] = int(out.where(F.col("node").isNull()).agg(F.sum("ambiguous")).first()[0] or 0)
+    return out.where(F.col("node").isNotNull()).select("node", "component")
+
+
 # --- the stage ---------------------------------------------------------------------------------
 
 def node_column():
@@ -290,26 +443,19 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     )
     sigs = ctx.persist(kernel_in.mapInArrow(kernel, out_type))
 
-    buckets = sigs.select("node", *extra, F.explode("keys").alias("key"))
-    # Each bucket member is paired with the bucket's smallest node (a star) and with the member
-    # just before it (a chain). With a check, a star alone loses a duplicate whose only link to
-    # the bucket is a member other than the anchor (A~B and B~C pass, A~C fails): the chain keeps
-    # such pairs for at most twice the star's pairs.
-    bucket = Window.partitionBy("key", *extra).orderBy("node")
-    partners = F.array_distinct(F.array(F.first("node").over(bucket), F.lag("node").over(bucket)))
-    candidates = ctx.persist(
-        buckets.select(F.col("node").alias("src"), partners.alias("partners"))
-        .select("src", F.explode("partners").alias("dst"))
-        .where(F.col("dst").isNotNull() & (F.col("dst") != F.col("src")))
-        .distinct()
-    )
+    candidates = ctx.persist(_candidates(sigs, extra))
 
     stats: dict = {"bands": b, "rows": r, "probes": params.probes, "kernel": "numba" if mn.AVAILABLE else "numpy",
                    "candidate_pairs": candidates.count()}
-    edges = _check(candidates, sigs, docs, params, stats, ctx)
-
-    labels, rounds = connected_components(edges)
-    stats["cc_rounds"] = rounds
+    labels = None
+    if params.check != "none" and stats["candidate_pairs"] <= LOCAL_EDGES:
+        labels = _grouped_check(candidates, docs, params, stats, ctx)
+    if labels is None:
+        edges = _check(candidates, sigs, docs, params, stats, ctx)
+        labels, rounds = connected_components(edges)
+        stats["cc_rounds"] = rounds
+    else:
+        stats["cc_rounds"] = 0
     labels = ctx.persist(labels)
 
     sizes = labels.groupBy("component").count().groupBy("count").agg(F.count(F.lit(1)).alias("n"))
@@ -355,6 +501,7 @@ def _check(candidates: DataFrame, sigs: DataFrame, docs: DataFrame, params: Dedu
         return candidates
     if params.check == "exact":
         ambiguous, accepted, n_ambiguous = candidates, None, stats["candidate_pairs"]
+        stats["ambiguous_pairs"] = n_ambiguous  # every pair is checked exactly
     else:
         s = sigs.select(F.col("node").alias("n"), F.col("sig").alias("s"))
         scored = ctx.persist(  # read twice below: accepted and ambiguous

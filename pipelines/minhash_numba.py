@@ -393,6 +393,43 @@ if AVAILABLE:
         return out
 
     @njit(cache=True)
+    def _sets_of(flat, counts, need):
+        off = np.zeros(need.size + 1, dtype=np.int64)
+        out = np.empty(counts[-1], dtype=np.uint64)
+        pos = 0
+        for j in range(need.size):
+            d = need[j]
+            part = np.sort(flat[counts[d]:counts[d + 1]])
+            for i in range(part.size):
+                if i == 0 or part[i] != part[i - 1]:
+                    out[pos] = part[i]
+                    pos += 1
+            off[j + 1] = pos
+        return out[:pos], off
+
+    @njit(cache=True)
+    def _pair_jaccard(flat, off, a, b):
+        out = np.empty(a.size, dtype=np.float64)
+        for k in range(a.size):
+            i, i_end = off[a[k]], off[a[k] + 1]
+            j, j_end = off[b[k]], off[b[k] + 1]
+            size = (i_end - i) + (j_end - j)
+            inter = 0
+            while i < i_end and j < j_end:
+                x, y = flat[i], flat[j]
+                if x == y:
+                    inter += 1
+                    i += 1
+                    j += 1
+                elif x < y:
+                    i += 1
+                else:
+                    j += 1
+            union = size - inter
+            out[k] = inter / union if union else 1.0
+        return out
+
+    @njit(cache=True)
     def _shingles(th, token_off, ngram, consts):
         n_docs = token_off.size - 1
         counts = np.empty(n_docs + 1, dtype=np.int64)
@@ -446,9 +483,44 @@ def signatures(texts, num_perm: int = 256, ngram: int = 5, seed: int = 1) -> np.
 
 def shingle_sets(texts, ngram: int = 5) -> list[np.ndarray]:
     """`minhash_kernel.shingle_set` of every text."""
-    th, token_off = token_hashes(texts)
-    flat, counts = _shingles(th, token_off, ngram, mk._order_constants(ngram))
-    return [np.unique(flat[counts[d]:counts[d + 1]]) for d in range(len(counts) - 1)]
+    sets = Hashed(texts, ngram).sets(np.arange(len(texts)))
+    return [sets[j] for j in range(len(sets))]
+
+
+class Sets:
+    """Shingle sets of several documents, flat: document j's distinct shingle hashes, sorted, are
+    ``flat[off[j]:off[j + 1]]``."""
+
+    def __init__(self, flat: np.ndarray, off: np.ndarray):
+        self.flat, self.off = flat, off
+
+    def __len__(self) -> int:
+        return len(self.off) - 1
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        return self.flat[self.off[j]:self.off[j + 1]]
+
+
+class Hashed:
+    """A batch of texts tokenized and hashed once, for signatures and shingle sets both."""
+
+    def __init__(self, texts, ngram: int):
+        self.ngram, self.consts = ngram, mk._order_constants(ngram)
+        self.th, self.token_off = token_hashes(texts)
+
+    def signatures(self, num_perm: int, seed: int) -> np.ndarray:
+        perms = mk.permutations(num_perm, seed)
+        return _signatures(self.th, self.token_off, self.ngram, self.consts, perms.a.ravel(), perms.b.ravel())
+
+    def sets(self, need: np.ndarray) -> Sets:
+        """The shingle sets of the documents at indices `need`, in that order."""
+        flat, counts = _shingles(self.th, self.token_off, self.ngram, self.consts)
+        return Sets(*_sets_of(flat, counts, np.asarray(need, dtype=np.int64)))
+
+
+def pair_jaccard(sets: Sets, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`minhash_kernel.jaccard(sets[a[k]], sets[b[k]])` for every k, compiled."""
+    return _pair_jaccard(sets.flat, sets.off, np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
 
 
 def band_keys(sigs: np.ndarray, positions: np.ndarray) -> np.ndarray:

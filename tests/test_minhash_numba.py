@@ -35,6 +35,14 @@ def test_hypothesis_texts_give_the_reference_signatures_and_shingle_sets(texts, 
     assert np.array_equal(mn.signatures(texts, 64, ngram, 7), mk.signatures(texts, 64, ngram, 7))
     for got, text in zip(mn.shingle_sets(texts, ngram), texts):
         assert np.array_equal(got, mk.shingle_set(text, ngram))
+    hashed = mn.Hashed(texts, ngram)
+    assert np.array_equal(hashed.signatures(64, 7), mk.signatures(texts, 64, ngram, 7))
+    need = np.arange(len(texts))[::-1]  # any order of documents
+    sets = hashed.sets(need)
+    a, b = np.meshgrid(np.arange(len(texts)), np.arange(len(texts)))
+    want = [mk.jaccard(mk.shingle_set(texts[need[x]], ngram), mk.shingle_set(texts[need[y]], ngram))
+            for x, y in zip(a.ravel(), b.ravel())]
+    assert mn.pair_jaccard(sets, a.ravel(), b.ravel()).tolist() == want
 
 
 @pytest.mark.parametrize("token", ["x" * 241, "7" * 5 + "é" * 130 + "12" * 90, "中" + "ab1" * 100 + "中"])
