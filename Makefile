@@ -20,7 +20,9 @@ venv: $(STAMP)
 java:
 	@bash scripts/ensure-java.sh
 
+# `winnow warm` builds the JVM's class-data-sharing archive once (about 45 s; a no-op after).
 demo: venv java
+	$(VENV)/bin/winnow warm
 	$(VENV)/bin/winnow run data/configs/demo.toml --overwrite
 
 test: venv java

@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config", metavar="CONFIG", help="flow config (TOML) with a [validate] table")
     add_run_options(validate, only=("output", "master", "overwrite"))
 
+    warm = _verb(sub, "warm", "build the JVM archive that makes every later command start faster",
+                 "Record the classes a small curation run loads into a class-data-sharing archive for "
+                 "this Java and Spark install (about 150 MB under ~/.cache/winnow/jvm, built once; `make` "
+                 "runs it). Later commands' JVMs map it instead of loading Spark's jars: on a 2-core machine "
+                 "about 3 s less to start. WINNOW_JVM_ARCHIVE=0 turns it off.", handler=cmd_warm)
+    warm.add_argument("--force", action="store_true", help="rebuild the archive even if one exists")
+
     train = _verb(sub, "train-scorer", f"train a quality scorer ({', '.join(registry.trainable())})",
                   "Train a scorer from positives and negatives; `winnow train-scorer KIND --help` shows "
                   "its settings.", handler=cmd_train_scorer)
@@ -340,6 +347,38 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
     print(f"trained on {pos['trained']:,} positives and {neg['trained']:,} negatives in {report['seconds']} s")
     print(f"held-out ROC-AUC: {report['heldout_roc_auc']} ({pos['heldout']:,} positives, {neg['heldout']:,} negatives)")
     out.with_suffix(out.suffix + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _warm_run(spark) -> None:
+    """A small curation run in a temporary directory: what the archive should hold is what runs load."""
+    import json
+    import tempfile
+
+    from .config import config_for_inputs
+    from .curate import run_curation
+
+    with tempfile.TemporaryDirectory(prefix="winnow-warm-") as tmp:
+        corpus = Path(tmp) / "warm.jsonl"
+        text = "a short document about the warm-up run of winnow with a few words in it"
+        corpus.write_text("".join(json.dumps({"id": str(i), "text": f"{text} {i % 3}"}) + "\n" for i in range(20)))
+        cfg = config_for_inputs([str(corpus)], str(Path(tmp) / "out"), None, None)
+        cfg = cfg.model_copy(update={"stages": [{"stage": "dedup_exact"}, {"stage": "dedup_minhash"},
+                                                {"stage": "heuristics"}]})
+        run_curation(cfg, spark=spark)
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    from pipelines.spark import build_jvm_archive, jvm_archive_path
+
+    path = jvm_archive_path()
+    if path is None:
+        raise UsageError("no java binary found; install Java 17 or set JAVA_HOME")
+    if path.is_file() and not args.force:
+        print(f"JVM archive: {path} (exists; --force rebuilds it)")
+        return 0
+    path = build_jvm_archive(_warm_run)
+    print(f"JVM archive: {path} ({path.stat().st_size / 2**20:.0f} MiB)")
     return 0
 
 

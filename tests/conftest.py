@@ -18,6 +18,7 @@ os.environ.update({
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "DO_NOT_TRACK": "1",
     "HF_HOME": str(_HOME / "hf"),
+    "XDG_CACHE_HOME": str(_HOME / "cache"),  # no JVM archive (winnow warm) from the user's cache
     "HF_DATASETS_OFFLINE": "1",
     "HF_HUB_OFFLINE": "1",
     "SPARK_LOCAL_IP": "127.0.0.1",
