@@ -215,30 +215,39 @@ def shingle_sets(texts: list[str], ngram: int) -> list[np.ndarray]:
     return [mk.shingle_set(t, ngram) for t in texts]
 
 
-def _signature_kernel(num_perm: int, ngram: int, seed: int, extra: list[str], positions: np.ndarray):
-    """(node, text, extra...) batches -> (node, extra..., sig, keys): each document's signature
-    (K uint32 values as bytes) and its band keys (one long per band, `band_keys`)."""
-    out_schema = pa.schema(
-        [pa.field("node", pa.int64())] + [pa.field(c, pa.string()) for c in extra]
-        + [pa.field("sig", pa.binary()), pa.field("keys", pa.list_(pa.int64()))]
-    )
+def _bucket_kernel(num_perm: int, ngram: int, seed: int, extra: list[str], positions: np.ndarray):
+    """(node, text, extra...) batches -> (key, extra..., node): one row per document and band,
+    `key` being the band's key (`band_keys`). The signatures stay in the task: the binned check
+    recomputes those it needs from the texts, and the joined check asks `_signature_kernel`."""
+    out_schema = pa.schema([pa.field("key", pa.int64())] + [pa.field(c, pa.string()) for c in extra]
+                           + [pa.field("node", pa.int64())])
     n_bands = positions.shape[0]
 
     def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             texts = [t or "" for t in batch.column("text").to_pylist()]
+            keys = band_keys(signatures(texts, num_perm, ngram, seed), positions)
+            rows = pa.array(np.repeat(np.arange(len(texts), dtype=np.int64), n_bands))
+            cols = [pa.array(keys.ravel())] + [batch.column(c).take(rows) for c in extra] + [batch.column("node").take(rows)]
+            yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
+
+    return kernel
+
+
+def _signature_kernel(num_perm: int, ngram: int, seed: int):
+    """(node, text) batches -> (node, sig): each document's signature, K uint32 values as bytes."""
+    out_schema = pa.schema([pa.field("node", pa.int64()), pa.field("sig", pa.binary())])
+
+    def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            texts = [t or "" for t in batch.column("text").to_pylist()]
             sigs = signatures(texts, num_perm, ngram, seed)
-            keys = band_keys(sigs, positions)
             width = num_perm * 4
             offsets = pa.array(np.arange(0, (len(texts) + 1) * width, width, dtype=np.int32))
             sig_col = pa.BinaryArray.from_buffers(
                 pa.binary(), len(texts), [None, offsets.buffers()[1], pa.py_buffer(sigs.tobytes())]
             )
-            key_col = pa.ListArray.from_arrays(
-                pa.array(np.arange(0, (len(texts) + 1) * n_bands, n_bands, dtype=np.int32)), pa.array(keys.ravel())
-            )
-            cols = [batch.column("node")] + [batch.column(c) for c in extra] + [sig_col, key_col]
-            yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
+            yield pa.RecordBatch.from_arrays([batch.column("node"), sig_col], schema=out_schema)
 
     return kernel
 
@@ -319,8 +328,8 @@ def _bucket_pairs_kernel(extra: list[str]):
     return kernel
 
 
-def _candidates(sigs: DataFrame, extra: list[str]) -> DataFrame:
-    """Distinct (src, dst) candidate pairs, src > dst, from the band keys of `sigs`.
+def _candidates(buckets: DataFrame, extra: list[str]) -> DataFrame:
+    """Distinct (src, dst) candidate pairs, src > dst, from the `(key, extra..., node)` rows.
 
     Each bucket member is paired with the bucket's smallest node (a star) and with the member
     just before it (a chain). With a check, a star alone loses a duplicate whose only link to the
@@ -328,8 +337,7 @@ def _candidates(sigs: DataFrame, extra: list[str]) -> DataFrame:
     pairs for at most twice the star's pairs. The buckets are a shuffle by key and a sort within
     partitions; the pairs come from a kernel over the sorted rows (a window function did the same
     at several times the cost)."""
-    parts = int(sigs.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-    buckets = sigs.select(F.explode("keys").alias("key"), *extra, "node")
+    parts = int(buckets.sparkSession.conf.get("spark.sql.shuffle.partitions"))
     pair_type = T.StructType([T.StructField("src", T.LongType()), T.StructField("dst", T.LongType())])
     return (
         buckets.repartition(parts, "key", *extra)
@@ -436,14 +444,12 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
 
     kernel_in = docs.select(F.col("_node").alias("node"), "text", *extra)
     positions = np.array([list(rows) for rows in band_rows(params)], dtype=np.int64)
-    kernel = _signature_kernel(params.num_perm, params.ngram, params.seed, extra, positions)
-    out_type = T.StructType(
-        [T.StructField("node", T.LongType())] + [T.StructField(c, T.StringType()) for c in extra]
-        + [T.StructField("sig", T.BinaryType()), T.StructField("keys", T.ArrayType(T.LongType()))]
+    kernel = _bucket_kernel(params.num_perm, params.ngram, params.seed, extra, positions)
+    bucket_type = T.StructType(
+        [T.StructField("key", T.LongType())] + [T.StructField(c, T.StringType()) for c in extra]
+        + [T.StructField("node", T.LongType())]
     )
-    sigs = ctx.persist(kernel_in.mapInArrow(kernel, out_type))
-
-    candidates = ctx.persist(_candidates(sigs, extra))
+    candidates = ctx.persist(_candidates(kernel_in.mapInArrow(kernel, bucket_type), extra))
 
     stats: dict = {"bands": b, "rows": r, "probes": params.probes, "kernel": "numba" if mn.AVAILABLE else "numpy",
                    "candidate_pairs": candidates.count()}
@@ -451,7 +457,7 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     if params.check != "none" and stats["candidate_pairs"] <= LOCAL_EDGES:
         labels = _grouped_check(candidates, docs, params, stats, ctx)
     if labels is None:
-        edges = _check(candidates, sigs, docs, params, stats, ctx)
+        edges = _check(candidates, docs, params, stats, ctx)
         labels, rounds = connected_components(edges)
         stats["cc_rounds"] = rounds
     else:
@@ -495,7 +501,7 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     return StageResult(kept, removed, stats)
 
 
-def _check(candidates: DataFrame, sigs: DataFrame, docs: DataFrame, params: DedupMinhashParams, stats: dict,
+def _check(candidates: DataFrame, docs: DataFrame, params: DedupMinhashParams, stats: dict,
            ctx: StageContext) -> DataFrame:
     if params.check == "none":
         return candidates
@@ -503,6 +509,16 @@ def _check(candidates: DataFrame, sigs: DataFrame, docs: DataFrame, params: Dedu
         ambiguous, accepted, n_ambiguous = candidates, None, stats["candidate_pairs"]
         stats["ambiguous_pairs"] = n_ambiguous  # every pair is checked exactly
     else:
+        # the signatures of the documents in pairs, recomputed from their texts (the bucket
+        # kernel keeps none): a semi-join on their nodes, then the signature kernel
+        ends = candidates.select(F.col("src").alias("node")).union(candidates.select(F.col("dst").alias("node"))).distinct()
+        if stats["candidate_pairs"] * 2 <= BROADCAST_IDS:
+            ends = F.broadcast(ends)
+        sig_type = T.StructType([T.StructField("node", T.LongType()), T.StructField("sig", T.BinaryType())])
+        sigs = ctx.persist(
+            docs.select(F.col("_node").alias("node"), "text").join(ends, "node", "left_semi")
+            .mapInArrow(_signature_kernel(params.num_perm, params.ngram, params.seed), sig_type)
+        )
         s = sigs.select(F.col("node").alias("n"), F.col("sig").alias("s"))
         scored = ctx.persist(  # read twice below: accepted and ambiguous
             candidates.join(s.withColumnRenamed("n", "src").withColumnRenamed("s", "s1"), "src")

@@ -343,10 +343,11 @@ def test_candidate_pairs_match_their_definition_across_batches_and_partitions(sp
                            T.StructField("keys", T.ArrayType(T.LongType()))])
     sigs = spark.createDataFrame(rows, schema).repartition(3)
     extra = ["source"] if per_source else []
+    buckets = sigs.select(F.explode("keys").alias("key"), *extra, "node")
     before = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
     try:
-        got = {(r["src"], r["dst"]) for r in dedup_minhash._candidates(sigs, extra).collect()}
+        got = {(r["src"], r["dst"]) for r in dedup_minhash._candidates(buckets, extra).collect()}
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", before)
     want = bucket_pairs_reference(
