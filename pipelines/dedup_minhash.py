@@ -418,8 +418,7 @@ def _grouped_check(candidates: DataFrame, docs: DataFrame, params: DedupMinhashP
     n_bins = max(1, -(-len(nodes) // BIN_DOCS))
     bin_of_group = np.arange(len(group_ids)) % n_bins
     bin_of_node = bin_of_group[group_of_node].astype(np.int32)
-    order = np.argsort(nodes)  # nodes come sorted from local_components; kept explicit for searchsorted
-    bin_of_pair = bin_of_node[order[np.searchsorted(nodes, src, sorter=order)]]
+    bin_of_pair = bin_of_node[np.searchsorted(nodes, src)]  # local_components gives the nodes sorted
     members = spark.createDataFrame(pa.table({"node": nodes, "bin": bin_of_node}), "node long, bin int")
     pairs = spark.createDataFrame(pa.table({"src": src, "dst": dst, "bin": bin_of_pair}), "src long, dst long, bin int")
     texts = docs.select(F.col("_node").alias("node"), "text").join(F.broadcast(members), "node")

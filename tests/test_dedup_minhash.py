@@ -354,3 +354,24 @@ def test_candidate_pairs_match_their_definition_across_batches_and_partitions(sp
         [(k, s if per_source else None, node) for node, s, ks in rows for k in ks])
     assert got == want
     assert all(src > dst for src, dst in got)
+
+
+@pytest.mark.parametrize("check", ["signature", "exact"])
+def test_a_bin_gives_the_same_labels_with_the_numpy_kernel(monkeypatch, check):
+    """verify_bin with the compiled kernel and with the numpy reference (numba missing): the same
+    components and ambiguous count, on near-copies around the threshold and unrelated texts."""
+    from pipelines import minhash_numba
+
+    base, other, _, _ = pair_just_below_the_threshold(DedupMinhashParams())
+    texts = [PROSE, edited(PROSE, "forty", "thirty"), base, other, edited(PROSE, "sisters", "brothers"),
+             "unrelated words " * 20, "café naïve " * 30]
+    nodes = np.array([50, 7, 31, 12, 99, 3, 64], dtype=np.int64)  # any order
+    src = np.array([50, 99, 31, 64, 99], dtype=np.int64)
+    dst = np.array([7, 7, 12, 3, 50], dtype=np.int64)
+    params = DedupMinhashParams(check=check)
+    compiled = dedup_minhash.verify_bin(nodes, texts, src, dst, params)
+    monkeypatch.setattr(minhash_numba, "AVAILABLE", False)
+    reference = dedup_minhash.verify_bin(nodes, texts, src, dst, params)
+    assert compiled[0].tolist() == reference[0].tolist() == [7, 50, 99]
+    assert compiled[1].tolist() == reference[1].tolist() == [7, 7, 7]
+    assert compiled[2] == reference[2]
