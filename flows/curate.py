@@ -72,8 +72,12 @@ def _stage_task(label: str, fn: Callable[..., StageRecord]):
 
 def _run_stage(
     key: str, label: str, stage: str, apply: Callable[..., StageResult], params: Any,
-    in_path: str | None, n_in: int | None, work_path: str,
-) -> StageRecord:
+    in_path: str | None, n_in: int | None, work_path: str, then_write: write.WriteParams | None = None,
+) -> list[StageRecord]:
+    """Run one stage and record it. With `then_write` (the run's write step follows and nothing
+    else reads this stage's output), its kept rows go straight to `kept/` instead of through
+    `_work/`, and the write step's record comes back too (its seconds are in this stage's: the
+    stage's lazy work happens while the rows are written)."""
     live = _LIVE[key]
     spark, output, progress = live["spark"], live["output"], live["progress"]
     ctx = StageContext(spark=spark, seed=live["seed"], claim=lambda *paths: claim(output, *paths),
@@ -88,7 +92,11 @@ def _run_stage(
     removed_path = str(output / "removed" / label)
     removed_frame = write.for_output(result.removed)
     write.write_parquet(removed_frame, removed_path, compression="zstd")
-    if stage != write.NAME:
+    fused = then_write is not None and result.stats_after_write is None
+    if fused:
+        written = write.apply(result.kept, then_write, ctx)
+        kept = _count(then_write.path)
+    elif stage != write.NAME:
         write.write_parquet(result.kept, work_path, compression="zstd")
         schemas[work_path] = result.kept.schema
         kept = _count(work_path)
@@ -112,8 +120,16 @@ def _run_stage(
         shutil.rmtree(removed_path, ignore_errors=True)
     if progress:
         progress.stage_finished(record)
+    records = [record]
+    if fused:
+        stats = {**written.stats, "written_by": label}
+        records.append(StageRecord(name=write.NAME, stage=write.NAME, n_in=kept, kept=kept, removed=0,
+                                   seconds=0.0, removed_path=None, stats=stats))
+        if progress:
+            progress.stage_started(write.NAME)
+            progress.stage_finished(records[-1])
     _describe_jobs(spark, None)
-    return record
+    return records
 
 
 def _describe_jobs(spark, text: str | None) -> None:
@@ -140,13 +156,19 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     in_path: str | None = start
     first_in = _count(start) if start else None
     keep = live.get("keep")
-    for i, (label, stage, apply, params) in enumerate(steps):
+    i = 0
+    while i < len(steps):
+        label, stage, apply, params = steps[i]
         work_path = str(work / f"{i:02d}-{label}")
         n_in = records[-1].kept if records else first_in
-        record = _stage_task(label, _run_stage)(key, label, stage, apply, params, in_path, n_in, work_path)
-        records.append(record)
+        kept_for_later = bool(keep and keep[0] == label)
+        # the last stage before write hands its rows straight to it, unless validate keeps them
+        then_write = steps[i + 1][3] if i + 2 == len(steps) and not kept_for_later else None
+        done = _stage_task(label, _run_stage)(key, label, stage, apply, params, in_path, n_in, work_path, then_write)
+        records.extend(done)
+        i += len(done)
         in_path = work_path
-        if keep and keep[0] == label:  # a stage's output that a later step (validate) starts from
+        if kept_for_later:  # a stage's output that a later step (validate) starts from
             claim(output, keep[1])
             Path(keep[1]).parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(keep[1], ignore_errors=True)
