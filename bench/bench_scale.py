@@ -429,8 +429,9 @@ def markdown(results: dict, extrapolated: dict | None) -> str:
             if st is None:
                 cells += ["-", "-", "-"]
                 continue
-            rate = st["in"] / st["seconds"] / CORES if st["seconds"] > 0 else float("nan")
-            cells += [f"{st['in']:,}", f"{st['seconds']:.1f}", f"{rate:,.0f}"]
+            # 0 s: the stage before wrote kept/ itself (its seconds hold the write)
+            rate = f"{st['in'] / st['seconds'] / CORES:,.0f}" if st["seconds"] > 0 else "in the stage before"
+            cells += [f"{st['in']:,}", f"{st['seconds']:.1f}", rate]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     cells = []
     for size in sizes:
