@@ -198,7 +198,6 @@ def build_jvm_archive(exercise) -> Path:
     """Start a session that records the classes it loads, call `exercise(spark)` (a small run
     that loads what runs load), stop the JVM, check that the archive maps, and move it to
     `jvm_archive_path()`. Must run in a process with no session yet."""
-    import subprocess
     import uuid
 
     from pyspark.sql import SparkSession
@@ -224,14 +223,25 @@ def build_jvm_archive(exercise) -> Path:
         if proc is not None:
             proc.stdin.close()  # the gateway server exits when its stdin closes; the archive is written then
             proc.wait(timeout=300)
-    java = _java_binary()
-    check = subprocess.run([str(java), f"-XX:SharedArchiveFile={tmp}", "-Xshare:auto", "-version"],
-                           capture_output=True, timeout=120)
-    if check.returncode != 0 or not tmp.is_file():
+    if not archive_maps(tmp):
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"the JVM archive did not map (java exited {check.returncode})")
+        raise RuntimeError("the JVM archive that was just written does not map; nothing was installed")
     os.replace(tmp, final)
     return final
+
+
+def archive_maps(path: Path) -> bool:
+    """Whether a JVM starts with `path` as its archive (a truncated or foreign file crashes it)."""
+    import subprocess
+
+    java = _java_binary()
+    if java is None or not Path(path).is_file():
+        return False
+    # a bad archive crashes this JVM: its crash report goes to the private directory, not the cwd
+    crash = private_dir() / "hs_err_archive_check_%p.log"
+    check = subprocess.run([str(java), f"-XX:SharedArchiveFile={path}", "-Xshare:auto", f"-XX:ErrorFile={crash}",
+                            "-version"], capture_output=True, timeout=120)
+    return check.returncode == 0
 
 
 def machine_memory() -> int:

@@ -29,6 +29,14 @@ def test_an_archive_is_built_mapped_and_refused_when_unsafe_or_off(tmp_path, mon
     assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
     assert not [p for p in path.parent.iterdir() if p != path]  # no partial file left behind
     assert f"-XX:SharedArchiveFile={path}" in ps._archive_options()
+    # what `warm` checks before installing an archive: a truncated one crashes the JVM, and is
+    # refused without a crash report left in the working directory
+    truncated = tmp_path / "truncated.jsa"
+    truncated.write_bytes(path.read_bytes()[:4096])
+    assert ps.archive_maps(path)
+    monkeypatch.chdir(tmp_path)
+    assert not ps.archive_maps(truncated)
+    assert not list(tmp_path.glob("hs_err*"))
 
     # a command started with it runs as before, with no JVM notes in its output
     corpus = tmp_path / "in.jsonl"
