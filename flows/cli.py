@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     warm = _verb(sub, "warm", "build the JVM archive that makes every later command start faster",
                  "Record the classes a small curation run loads into a class-data-sharing archive for "
-                 "this Java and Spark install (about 150 MB under ~/.cache/winnow/jvm, built once; `make` "
+                 "this Java and Spark install (about 180 MB under ~/.cache/winnow/jvm, built once; `make` "
                  "runs it). Later commands' JVMs map it instead of loading Spark's jars: on a 2-core machine "
                  "about 3 s less to start. WINNOW_JVM_ARCHIVE=0 turns it off.", handler=cmd_warm)
     warm.add_argument("--force", action="store_true", help="rebuild the archive even if one exists")

@@ -138,6 +138,7 @@ def _log4j_file() -> str:
 # mapped it; it lives in a directory only this user can write.
 
 ARCHIVE_ENV = "WINNOW_JVM_ARCHIVE"  # "0": never use the archive
+_CDS_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"  # the JVM's archive notes go to stdout otherwise
 
 
 def _java_binary() -> Path | None:
@@ -191,7 +192,7 @@ def _archive_options() -> str:
     if path is None or not path.is_file() or not _safe_dir(path.parent):
         return ""
     # a mismatch (another class path) makes the JVM skip the archive; its notes stay quiet
-    return f"-XX:SharedArchiveFile={path} -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"
+    return f"-XX:SharedArchiveFile={path} -Xshare:auto {_CDS_QUIET}"
 
 
 def build_jvm_archive(exercise) -> Path:
@@ -210,7 +211,7 @@ def build_jvm_archive(exercise) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(final.parent, 0o700)
     tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex}.jsa")
-    spark = get_spark(java_options=f"-XX:ArchiveClassesAtExit={tmp} -Xlog:cds=off -Xlog:cds+dynamic=off")
+    spark = get_spark(java_options=f"-XX:ArchiveClassesAtExit={tmp} {_CDS_QUIET}")
     try:
         exercise(spark)
     finally:
