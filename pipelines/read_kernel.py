@@ -21,7 +21,7 @@ import json
 import os
 import re
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -320,10 +320,11 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 def _open_lines(path: str) -> Iterator[bytes]:
     """The lines of a plain, .gz or .zst file, as bytes."""
-    if path.endswith((".zst", ".zstd")):
+    name = path.lower()  # the suffix as infer_format matched it: DOCS.JSONL.GZ is gzip too
+    if name.endswith((".zst", ".zstd")):
         yield from _lines(_zstd_chunks(path))
         return
-    opener = gzip.open if path.endswith(".gz") else open
+    opener = gzip.open if name.endswith(".gz") else open
     with opener(path, "rb") as stream:
         yield from stream
 
@@ -331,10 +332,19 @@ def _open_lines(path: str) -> Iterator[bytes]:
 _UNREADABLE = (OSError, EOFError, zlib.error, ValueError)
 
 
-def _unreadable_row(out: _Batcher, line_no: int, exc: BaseException) -> dict[str, Any]:
-    """The error row of a file that could not be read past line `line_no` (both JSONL readers)."""
-    return out.error(line_no + 1, f"unreadable file at {out.task.relpath} after line {line_no}: "
-                     f"{type(exc).__name__}: {exc}", None)
+def _unreadable_row(out: _Batcher, line_no: int, exc: BaseException | str) -> dict[str, Any]:
+    """The error row of a file that could not be read past line `line_no` (both JSONL readers;
+    `exc` as text when a .gz file's decompressing task met it, see `gunzip_blocks`)."""
+    what = exc if isinstance(exc, str) else _exception_text(exc)
+    return out.error(line_no + 1, f"unreadable file at {out.task.relpath} after line {line_no}: {what}", None)
+
+
+def _exception_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _empty_row(out: _Batcher) -> dict[str, Any]:
+    return out.error(0, f"empty file at {out.task.relpath}: no records", None)
 
 
 def _too_deep(out: _Batcher, line_no: int, line: str) -> dict[str, Any]:
@@ -416,7 +426,7 @@ def _jsonl_rows_per_line(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBat
         yield out.add(_unreadable_row(out, line_no, exc))
         return
     if records == 0:
-        yield out.add(out.error(0, f"empty file at {task.relpath}: no records", None))
+        yield out.add(_empty_row(out))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -514,9 +524,10 @@ def _zstd_piece_chunks(path: str, start: int = 0, end: int = -1) -> Iterator[tup
 
 def _chunks(task: FileTask) -> Iterator[tuple[bytes, bool]]:
     path = task.path
-    if path.endswith((".zst", ".zstd")):
+    name = path.lower()
+    if name.endswith((".zst", ".zstd")):
         return _zstd_piece_chunks(path, task.part_start, task.part_end)
-    if path.endswith(".gz"):
+    if name.endswith(".gz"):
         return _gzip_chunks(path)
     return _plain_chunks(path, task.part_start, task.part_end)
 
@@ -597,13 +608,15 @@ def _line_row(task: FileTask, out: _Batcher, line_no: int, raw_line: bytes) -> d
         return _too_deep(out, line_no, line)
 
 
-def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None]:
+def _jsonl_rows(task: FileTask, out: _Batcher,
+                chunks: Iterator[tuple[bytes, bool]] | None = None) -> Iterator[pa.RecordBatch | None]:
     """The fast reader. orjson parses each line; a record whose fields are all strings,
     integers, booleans or null, with a string text and a string, integer or no id, becomes a
     document here. orjson's answer is then the one `json` gives (it refuses NaN, lone
     surrogates, nesting past 1024 and invalid UTF-8; it turns integers past 64 bits into floats,
     which is why floats, lists and objects are not taken). Every other line goes to `_line_row`,
-    the per-line reader's own logic, so its row and reason are the per-line reader's."""
+    the per-line reader's own logic, so its row and reason are the per-line reader's.
+    `chunks`: the bytes to read instead of the task's file (a block of a .gz file, `read_block`)."""
     import orjson
 
     loads, JSONError = orjson.loads, orjson.JSONDecodeError
@@ -613,7 +626,7 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
     records = 0
     str_, int_, bool_ = str, int, bool
     try:
-        for raw_line in _piece_lines(_chunks(task), task.part_mid_line):
+        for raw_line in _piece_lines(_chunks(task) if chunks is None else chunks, task.part_mid_line):
             line_no += 1
             if line_no == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
                 raw_line = raw_line[3:]  # a UTF-8 byte-order mark opens the file, not the record
@@ -663,8 +676,108 @@ def _jsonl_rows(task: FileTask, out: _Batcher) -> Iterator[pa.RecordBatch | None
         records += 1
         yield out.add(_unreadable_row(out, line_no, exc))
         return
-    if records == 0 and task.whole:
-        yield out.add(out.error(0, f"empty file at {task.relpath}: no records", None))
+    if records == 0 and task.whole and chunks is None:
+        yield out.add(_empty_row(out))
+
+
+# ------------------------------------------------------------------------------------------------
+# A large .gz file read by several tasks. A deflate stream cannot be entered in the middle, so
+# one task decompresses the file (`gunzip_blocks`) into blocks of whole lines, each with the
+# file's line number of its first line; the blocks are spread over the cluster and each is
+# parsed where it lands (`read_block`), as the fast reader would parse it in the whole file.
+
+_BOM = b"\xef\xbb\xbf"
+
+BLOCK_SCHEMA = pa.schema([
+    ("index", pa.int32()), ("block", pa.int64()), ("line", pa.int64()), ("data", pa.binary()),
+    ("error", pa.string()), ("empty", pa.bool_()),
+])
+
+
+def gunzip_blocks(task: FileTask, block_bytes: int) -> Iterator[dict[str, Any]]:
+    """The blocks of a .gz file, in order: {index, block, line, data, error, empty}. `data`: whole
+    lines (the last block's last line may lack its newline), `line`: the number of its first.
+    A stream that breaks (truncated, corrupt, not gzip) ends with a block whose `error` says
+    why: its whole lines before the break are kept and the unfinished one is lost, as in the
+    whole-file reader. A file without a record (nothing, blank lines, a byte-order mark) ends
+    with an `empty` block, so the parse gives the whole-file reader's "empty file" row.
+    `block_bytes`: a block ends at the first line end after this many decompressed bytes."""
+    size = block_bytes
+    line, number, content = 1, 0, False
+    pending: list[bytes] = []
+    held = 0
+
+    def block(data: bytes, error: str | None = None, empty: bool = False) -> dict[str, Any]:
+        nonlocal line, number, content
+        if data and not content:
+            start = 3 if line == 1 and data.startswith(_BOM) else 0
+            content = _BLANK.search(data, start) is not None
+        row = {"index": task.index, "block": number, "line": line, "data": data, "error": error, "empty": empty}
+        line += data.count(b"\n")
+        number += 1
+        return row
+
+    try:
+        for data, _ in _gzip_chunks(task.path):
+            start = 0
+            while held + len(data) - start >= size:
+                # the first line end at or past the block's `size`-th byte ends it
+                at = data.find(b"\n", start + max(0, size - held - 1))
+                if at < 0:  # a line longer than what is left of the chunk: keep gathering
+                    break
+                pending.append(data[start:at + 1])
+                yield block(b"".join(pending))
+                pending, held, start = [], 0, at + 1
+            if start < len(data):
+                pending.append(data[start:] if start else data)
+                held += len(data) - start
+    except _unreadable() as exc:
+        joined = b"".join(pending)
+        cut = joined.rfind(b"\n") + 1
+        if cut:
+            yield block(joined[:cut])
+        yield block(b"", error=_exception_text(exc))
+        return
+    if pending:
+        yield block(b"".join(pending))
+    if not content:
+        yield block(b"", empty=True)
+
+
+def read_block(task: FileTask, row: dict[str, Any], batch_rows: int = 2048,
+               batch_bytes: int = 64 << 20) -> Iterator[pa.RecordBatch]:
+    """Document batches of one block of `gunzip_blocks` (READ_ARROW_SCHEMA): the rows the fast
+    reader gives for those lines of the whole file, or the file's error or empty row."""
+    out = _Batcher(task, batch_rows, batch_bytes)
+    if row["data"]:
+        part = replace(task, part_start=0, part_end=len(row["data"]), part_line=row["line"], part_mid_line=False)
+        out.task = part
+        for batch in _jsonl_rows(part, out, iter([(row["data"], True)])):
+            if batch is not None:
+                yield batch
+    if row["error"] is not None:
+        out.add(_unreadable_row(out, row["line"] - 1, row["error"]))
+    if row["empty"]:
+        out.add(_empty_row(out))
+    last = out.flush()
+    if last is not None:
+        yield last
+
+
+def gunzip_tasks(block_bytes: int, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow entry point (with `block_bytes` bound): FileTask rows of .gz files in, their
+    blocks out, one per batch."""
+    for batch in batches:
+        for task_row in batch.to_pylist():
+            for row in gunzip_blocks(FileTask(**task_row), block_bytes):
+                yield pa.RecordBatch.from_pylist([row], schema=BLOCK_SCHEMA)
+
+
+def read_blocks(tasks: dict[int, FileTask], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow entry point (with `tasks` bound, by file index): blocks in, document batches out."""
+    for batch in batches:
+        for row in batch.to_pylist():
+            yield from read_block(tasks[row["index"]], row)
 
 
 # ------------------------------------------------------------------------------------------------

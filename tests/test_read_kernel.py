@@ -96,6 +96,20 @@ def test_gzip_and_zstd_read_like_plain(tmp_path):
     assert texts == [["a", "b"]] * 3
 
 
+@pytest.mark.parametrize("per_line", [False, True])
+def test_compression_suffixes_are_matched_in_any_case_as_the_format_is(tmp_path, per_line):
+    """infer_format takes DOCS.JSONL.GZ as gzip JSONL; the readers decompress it (they used to
+    read its bytes as plain text: one invalid-UTF-8 row per line)."""
+    body = b'{"text": "a"}\n{"text": "b"}\n'
+    (tmp_path / "G.JSONL.GZ").write_bytes(gzip.compress(body))
+    (tmp_path / "Z.Jsonl.Zst").write_bytes(zstandard.ZstdCompressor().compress(body))
+    for name in ("G.JSONL.GZ", "Z.Jsonl.Zst"):
+        assert infer_format(str(tmp_path / name)) == "jsonl"
+        task = FileTask(0, str(tmp_path / name), name, "jsonl", "s", "d")
+        got = [r for b in read_file(task, per_line=per_line) for r in b.to_pylist()]
+        assert [(r["text"], r["_error"]) for r in got] == [("a", None), ("b", None)]
+
+
 def test_truncated_zstd_is_an_error_row(tmp_path):
     body = "".join(json.dumps({"text": f"z {i} " * 40}) + "\n" for i in range(300)).encode()
     data = zstandard.ZstdCompressor().compress(body)
