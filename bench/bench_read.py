@@ -3,9 +3,10 @@
 Spark's reader is the peer Winnow replaced (it loses line numbers and drops truncated .gz
 silently); it is timed with the text column materialized (the sum of its lengths), since a bare
 count() lets Spark skip parsing. pyarrow.json is the single-core reference (use_threads=False):
-the goal is at least half its throughput per core. Two corpora: the pool repeated over 4
-.jsonl.gz files, and the same records as one large plain .jsonl file (read in pieces by several
-tasks). Usage: bench/bench_read.py [COPIES]
+the goal is at least half its throughput per core. Three corpora: the pool repeated over 4
+.jsonl.gz files, the same records as one large plain .jsonl file (read in pieces by several
+tasks), and that file gzipped (one task decompresses it, every core parses its blocks; Spark's
+reader parses it in one task). Usage: bench/bench_read.py [COPIES]
 """
 import gzip
 import os
@@ -43,6 +44,9 @@ def main(copies: int = 10) -> None:
         for path in sorted(corpus.glob("*.gz")):
             with gzip.open(path, "rb") as fh:
                 shutil.copyfileobj(fh, out, 8 << 20)
+    big_gz = big.with_suffix(".jsonl.gz")
+    with open(big, "rb") as src, gzip.open(big_gz, "wb", compresslevel=6) as out:
+        shutil.copyfileobj(src, out, 8 << 20)
     spark = spark_session()
     cores = spark.sparkContext.defaultParallelism
     from pyspark.sql import functions as F
@@ -95,7 +99,8 @@ def main(copies: int = 10) -> None:
         return run
 
     print(f"read: {docs:,} documents, {cores} cores; wall s, CPU s (all processes), docs per CPU-second")
-    for name, path, files in (("4 x .jsonl.gz", corpus, sorted(corpus.glob("*.gz"))), ("1 x .jsonl", big, [big])):
+    for name, path, files in (("4 x .jsonl.gz", corpus, sorted(corpus.glob("*.gz"))), ("1 x .jsonl", big, [big]),
+                              ("1 x .jsonl.gz", big_gz, [big_gz])):
         size = sum(os.path.getsize(f) for f in files)
         runs = {"winnow read (stage)": timed(winnow_read(path))}
         tasks = tasks_seen[str(path)]

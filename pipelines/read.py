@@ -6,15 +6,18 @@ record or unreadable file becomes a removed row with its place.
 
 A large file is read by several tasks where its format allows (`plan_pieces`): plain JSONL by
 byte ranges, zstd JSONL by groups of whole frames (when it has several), Parquet by row groups.
-A .gz file cannot be cut (a deflate stream has no points to start from): one task reads it.
-When fewer tasks read than the session has cores, the rows are spread over the cores after
-reading, so later stages do not run on one core either.
+A .gz file cannot be cut (a deflate stream has no points to start from): when the read tasks
+would be fewer than the session's cores, a large .gz file is decompressed by one task into
+blocks of whole lines that are spread over the cores and parsed there (`_gz_blocks`); otherwise
+one task reads it. When fewer tasks read than the session has cores, the rows are spread over
+the cores after reading, so later stages do not run on one core either.
 """
 from __future__ import annotations
 
 import glob
 import os
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,8 +28,8 @@ from core.errors import WinnowError
 from core.params import param
 
 from .read_kernel import (
-    FORMATS, FileTask, count_pieces, file_fingerprint, parquet_row_groups, piece_counts, read_tasks,
-    zstd_frames,
+    BLOCK_SCHEMA, FORMATS, FileTask, count_pieces, file_fingerprint, gunzip_tasks, parquet_row_groups,
+    piece_counts, read_blocks, read_tasks, zstd_frames,
 )
 from .schema import DOCUMENT_SCHEMA, READ_SCHEMA
 from .stage import StageContext, StageResult
@@ -43,6 +46,13 @@ _COMPRESSED_SHARE = 4
 # pieces' newlines itself (about 1 GB/s from the page cache); past it, a Spark job counts them in
 # parallel. A job costs about 0.9 s on the 2-core machine, the driver 0.13 s for 150 MB.
 DRIVER_COUNT_BYTES = 1 << 30
+# A .gz JSONL file of at least this many bytes on disk is decompressed into blocks parsed by
+# every core when the read tasks would otherwise be fewer than the cores (a smaller one is read
+# by one task: the blocks' shuffle costs more than it saves). Its decompressed size is guessed
+# as GZ_RATIO times that, to cut the blocks' partitions to about SPLIT_BYTES.
+GZ_SPLIT_BYTES = 4 << 20
+GZ_RATIO = 4
+GZ_BLOCK = 1 << 20  # decompressed bytes per block, at least (a block ends at a line end)
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _COMPRESSIONS = ("", ".gz", ".zst", ".zstd")
 
@@ -315,6 +325,33 @@ class _LocalCheckpoint:
             pass
 
 
+def gz_to_split(pieces: list[FileTask], parallelism: int) -> list[FileTask]:
+    """The .gz JSONL files to decompress into blocks (`_gz_blocks`): those of at least
+    GZ_SPLIT_BYTES, when the read tasks are fewer than the cores."""
+    if len(pieces) >= parallelism:
+        return []
+    return [p for p in pieces if p.format == "jsonl" and p.whole and p.path.lower().endswith(".gz")
+            and os.path.getsize(p.path) >= GZ_SPLIT_BYTES]
+
+
+def _gz_blocks(ctx: StageContext, tasks: list[FileTask], parallelism: int) -> tuple[DataFrame, int]:
+    """The rows of .gz files, parsed on every core: one task per file decompresses it into blocks
+    of whole lines (`read_kernel.gunzip_blocks`), the blocks are hashed over about one partition
+    per SPLIT_BYTES of text (a multiple of the cores: with blocks of 1 MB, a core's share is
+    within a few percent of the others'), and each partition's blocks are parsed there
+    (`read_kernel.read_block`). Returns the rows and their number of partitions."""
+    guessed = sum(os.path.getsize(t.path) for t in tasks) * GZ_RATIO
+    parts = parallelism * max(1, -(-guessed // (SPLIT_BYTES * parallelism)))
+    blocks = _task_frame(ctx, tasks).mapInArrow(partial(gunzip_tasks, GZ_BLOCK), _BLOCK_DDL)
+    by_index = {t.index: t for t in tasks}
+    rows = blocks.repartition(parts, "index", "block").mapInArrow(partial(read_blocks, by_index), READ_SCHEMA)
+    return rows, parts
+
+
+_BLOCK_DDL = "index int, block long, line long, data binary, error string, empty boolean"
+assert _BLOCK_DDL.count(",") + 1 == len(BLOCK_SCHEMA)
+
+
 def _spread(rows: DataFrame, tasks: int, parallelism: int) -> DataFrame:
     """Rows read by fewer tasks than there are cores (one big .gz file), hashed over the cores by
     their place in the input, so the stages after `read` use every core."""
@@ -368,8 +405,15 @@ def apply(df: DataFrame | None, params: ReadParams, ctx: StageContext) -> StageR
     tasks, skipped = expand_inputs_and_skips(params.inputs)
     parallelism = _parallelism(ctx.spark)
     pieces = plan_pieces(tasks, piece_bytes(tasks, parallelism), _piece_counter(ctx))
-    read = _task_frame(ctx, pieces).mapInArrow(read_tasks, READ_SCHEMA)
-    rows = ctx.persist(_LocalCheckpoint(_spread(read, len(pieces), parallelism))).df
+    gz = gz_to_split(pieces, parallelism)
+    rest = [p for p in pieces if p not in gz]
+    read = _task_frame(ctx, rest).mapInArrow(read_tasks, READ_SCHEMA) if rest else None
+    read_tasks_n = len(rest)
+    if gz:
+        gz_rows, parts = _gz_blocks(ctx, gz, parallelism)
+        read = gz_rows if read is None else read.unionByName(gz_rows)
+        read_tasks_n += parts
+    rows = ctx.persist(_LocalCheckpoint(_spread(read, read_tasks_n, parallelism))).df
     rekeyed = rekey_duplicate_ids(rows)
     if rekeyed is not rows:
         rows = ctx.persist(rekeyed)
@@ -384,8 +428,10 @@ def apply(df: DataFrame | None, params: ReadParams, ctx: StageContext) -> StageR
         "_file", "_row",
     )
     stats = {"files": len(tasks), "skipped_files": len(skipped)}
-    if len(pieces) > len(tasks):  # large files read by several tasks
-        stats["read_tasks"] = len(pieces)
+    if read_tasks_n > len(tasks):  # large files read by several tasks
+        stats["read_tasks"] = read_tasks_n
+    if gz:
+        stats["gz_files_in_blocks"] = len(gz)
     if skipped:  # in directories, not read: hidden, internal (_SUCCESS) or unknown extension
         stats["skipped_examples"] = skipped[:20]
     return StageResult(kept, removed, stats)

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 import zstandard
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from pipelines import read
 from pipelines.read import InputSpec, ReadParams, expand_inputs, plan_pieces
-from pipelines.read_kernel import FileTask, piece_counts, read_file, zstd_frames
+from pipelines.read_kernel import FileTask, gunzip_blocks, piece_counts, read_block, read_file, zstd_frames
 from pipelines.schema import READ_ARROW_SCHEMA
 
 from .test_hostile import hostile_corpus
@@ -174,6 +175,70 @@ def test_parquet_is_cut_by_row_groups(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
+# a .gz file decompressed into blocks of whole lines, each parsed on its own == the whole file
+
+
+def block_rows(task: FileTask, block_bytes: int) -> list[dict]:
+    blocks = list(gunzip_blocks(task, block_bytes))
+    assert [b["block"] for b in blocks] == list(range(len(blocks)))
+    data = [b["data"] for b in blocks if b["data"]]
+    for d in data[:-1]:  # each ends at the first line end past block_bytes; the last is the rest
+        assert d.endswith(b"\n") and len(d) >= block_bytes and d[:-1].rfind(b"\n") + 1 < block_bytes
+    assert all(b["data"] for b in blocks[:len(data)])  # an error or empty block only ends the file
+    out = []
+    for block in blocks:
+        for batch in read_block(task, block, batch_rows=3):
+            assert batch.schema.equals(READ_ARROW_SCHEMA)
+            batch.validate(full=True)
+            out += batch.to_pylist()
+    return out
+
+
+@FUZZ
+@given(body=_lines, block=st.integers(1, 80), chunk=st.integers(1, 50), cut=st.one_of(st.none(), st.integers(0, 10**6)))
+def test_gzip_blocks_give_the_whole_files_rows(body, block, chunk, cut):
+    """Blocks of any size, over decompressed chunks of any size (a line spanning many of
+    both), of a whole, truncated or emptied .gz file: the per-line reader's rows of the whole
+    file, its line numbers, error rows and "empty file" row included."""
+    from pipelines import read_kernel
+
+    data = gzip.compress(body)
+    if cut is not None:
+        data = data[:cut % len(data)]
+    saved = read_kernel.CHUNK
+    read_kernel.CHUNK = chunk
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            gz = Path(tmp) / "f.jsonl.gz"
+            gz.write_bytes(data)
+            assert block_rows(task_for(gz), block) == rows_of([task_for(gz)], per_line=True)
+    finally:
+        read_kernel.CHUNK = saved
+
+
+@pytest.mark.parametrize("body, rows", [
+    (b"", ["empty file at f.jsonl.gz: no records"]),
+    (b"\n  \n\t\n", ["empty file at f.jsonl.gz: no records"]),
+    (b"\xef\xbb\xbf\n\n", ["empty file at f.jsonl.gz: no records"]),
+    (b'\xef\xbb\xbf{"text": "a"}', [None]),
+    (b"\xef\xbb\xbfx\n", ["malformed json at f.jsonl.gz line 1: Expecting value (column 1)"]),
+])
+def test_gzip_blocks_of_empty_files_and_byte_order_marks(tmp_path, body, rows):
+    gz = tmp_path / "f.jsonl.gz"
+    gz.write_bytes(gzip.compress(body))
+    for size in (1, 2, 1 << 20):
+        assert [r["_error"] for r in block_rows(task_for(gz), size)] == rows
+
+
+def test_gzip_blocks_of_a_file_that_is_not_gzip(tmp_path):
+    gz = tmp_path / "f.jsonl.gz"
+    gz.write_bytes(b'{"text": "plain, not gzip"}\n')
+    [row] = block_rows(task_for(gz), 1)
+    assert row["_row"] == 1 and row["_error"].startswith("unreadable file at f.jsonl.gz after line 0: ")
+    assert row["_error"] == rows_of([task_for(gz)], per_line=True)[0]["_error"]
+
+
+# ------------------------------------------------------------------------------------------------
 # in Spark: one large file, several tasks; rows spread after reading
 
 
@@ -221,6 +286,43 @@ def test_a_gzip_file_is_read_by_one_task_and_spread_after(spark, ctx, tmp_path):
     per_partition = result.kept.groupBy(F.spark_partition_id()).count().collect()
     assert len(per_partition) == spark.sparkContext.defaultParallelism > 1
     assert sum(r["count"] for r in per_partition) == 2000
+
+
+def test_a_large_gzip_file_is_parsed_on_every_core(spark, ctx, tmp_path, monkeypatch):
+    """One .gz file (fewer read tasks than cores): one task decompresses it into blocks, the
+    cores parse them; every row as the whole-file reader gives it, spread over the cores. A
+    truncated one keeps its whole lines and ends with its error row."""
+    from pyspark.sql import functions as F
+
+    cores = spark.sparkContext.defaultParallelism
+    plain = _big_file(tmp_path / "big.jsonl")
+    f = tmp_path / "big.jsonl.gz"
+    f.write_bytes(gzip.compress(plain.read_bytes()))
+    monkeypatch.setattr(read, "GZ_SPLIT_BYTES", 1)
+    monkeypatch.setattr(read, "SPLIT_BYTES", 16 << 10)
+    monkeypatch.setattr(read, "GZ_BLOCK", 4 << 10)
+    whole = rows_of([FileTask(0, str(f), "big.jsonl.gz", "jsonl", "s", "default")], per_line=True)
+    result = read.apply(None, ReadParams((InputSpec(str(f), "s"),)), ctx)
+    assert result.stats["gz_files_in_blocks"] == 1
+    assert result.stats["read_tasks"] % cores == 0 and result.stats["read_tasks"] > cores
+    kept = sorted((r["_row"], r["id"], r["text"]) for r in result.kept.collect())
+    assert kept == [(r["_row"], r["id"], r["text"]) for r in whole if r["_error"] is None]
+    removed = sorted((r["line"], r["reason"]) for r in result.removed.collect())
+    assert removed == [(r["_row"], r["_error"]) for r in whole if r["_error"]]
+    assert [line for line, _ in removed] == [18, 1235]
+    per_partition = result.kept.groupBy(F.spark_partition_id()).count().collect()
+    assert len(per_partition) == result.stats["read_tasks"]
+    assert min(r["count"] for r in per_partition) > 0
+
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(f.read_bytes()[:len(f.read_bytes()) * 2 // 3])
+    whole = rows_of([FileTask(0, str(cut), "cut.jsonl.gz", "jsonl", "s", "default")], per_line=True)
+    assert whole[-1]["_error"].startswith("unreadable file at cut.jsonl.gz after line ")
+    result = read.apply(None, ReadParams((InputSpec(str(cut), "s"),)), ctx)
+    assert result.stats["gz_files_in_blocks"] == 1
+    assert sorted(r["_row"] for r in result.kept.collect()) == [r["_row"] for r in whole if r["_error"] is None]
+    assert sorted((r["line"], r["reason"]) for r in result.removed.collect()) == [
+        (r["_row"], r["_error"]) for r in whole if r["_error"]]
 
 
 @FUZZ
