@@ -28,7 +28,7 @@ from core.errors import WinnowError
 from core.params import param
 
 from .read_kernel import (
-    BLOCK_SCHEMA, FORMATS, FileTask, count_pieces, file_fingerprint, gunzip_tasks, parquet_row_groups,
+    FORMATS, FileTask, count_pieces, file_fingerprint, gunzip_tasks, parquet_row_groups,
     piece_counts, read_blocks, read_tasks, zstd_frames,
 )
 from .schema import DOCUMENT_SCHEMA, READ_SCHEMA
@@ -348,8 +348,7 @@ def _gz_blocks(ctx: StageContext, tasks: list[FileTask], parallelism: int) -> tu
     return rows, parts
 
 
-_BLOCK_DDL = "index int, block long, line long, data binary, error string, empty boolean"
-assert _BLOCK_DDL.count(",") + 1 == len(BLOCK_SCHEMA)
+_BLOCK_DDL = "index int, block long, line long, data binary, error string, empty boolean"  # read_kernel.BLOCK_SCHEMA
 
 
 def _spread(rows: DataFrame, tasks: int, parallelism: int) -> DataFrame:

@@ -702,7 +702,6 @@ def gunzip_blocks(task: FileTask, block_bytes: int) -> Iterator[dict[str, Any]]:
     whole-file reader. A file without a record (nothing, blank lines, a byte-order mark) ends
     with an `empty` block, so the parse gives the whole-file reader's "empty file" row.
     `block_bytes`: a block ends at the first line end after this many decompressed bytes."""
-    size = block_bytes
     line, number, content = 1, 0, False
     pending: list[bytes] = []
     held = 0
@@ -720,9 +719,9 @@ def gunzip_blocks(task: FileTask, block_bytes: int) -> Iterator[dict[str, Any]]:
     try:
         for data, _ in _gzip_chunks(task.path):
             start = 0
-            while held + len(data) - start >= size:
-                # the first line end at or past the block's `size`-th byte ends it
-                at = data.find(b"\n", start + max(0, size - held - 1))
+            while held + len(data) - start >= block_bytes:
+                # the first line end at or past the block's `block_bytes`-th byte ends it
+                at = data.find(b"\n", start + max(0, block_bytes - held - 1))
                 if at < 0:  # a line longer than what is left of the chunk: keep gathering
                     break
                 pending.append(data[start:at + 1])
@@ -748,10 +747,9 @@ def read_block(task: FileTask, row: dict[str, Any], batch_rows: int = 2048,
                batch_bytes: int = 64 << 20) -> Iterator[pa.RecordBatch]:
     """Document batches of one block of `gunzip_blocks` (READ_ARROW_SCHEMA): the rows the fast
     reader gives for those lines of the whole file, or the file's error or empty row."""
-    out = _Batcher(task, batch_rows, batch_bytes)
+    part = replace(task, part_start=0, part_end=len(row["data"]), part_line=row["line"], part_mid_line=False)
+    out = _Batcher(part, batch_rows, batch_bytes)
     if row["data"]:
-        part = replace(task, part_start=0, part_end=len(row["data"]), part_line=row["line"], part_mid_line=False)
-        out.task = part
         for batch in _jsonl_rows(part, out, iter([(row["data"], True)])):
             if batch is not None:
                 yield batch
