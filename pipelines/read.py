@@ -352,7 +352,7 @@ _BLOCK_DDL = "index int, block long, line long, data binary, error string, empty
 
 
 def _spread(rows: DataFrame, tasks: int, parallelism: int) -> DataFrame:
-    """Rows read by fewer tasks than there are cores (one big .gz file), hashed over the cores by
+    """Rows read by fewer tasks than there are cores (say, one .gz under GZ_SPLIT_BYTES), hashed over the cores by
     their place in the input, so the stages after `read` use every core."""
     if tasks >= parallelism:
         return rows
