@@ -31,6 +31,8 @@ from pyspark.sql import functions as F
 
 from core.errors import WinnowError
 
+from .minhash_lsh import local_components  # noqa: F401 - solved in memory; re-exported
+
 log = logging.getLogger("winnow.components")
 
 MAX_ROUNDS = 100
@@ -83,23 +85,6 @@ def _cut(df: DataFrame) -> DataFrame:
     if sc.getCheckpointDir():
         return df.checkpoint(eager=True)
     return df.localCheckpoint(eager=True)
-
-
-def local_components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(nodes, components)`` of the undirected edges ``a[i] - b[i]`` (longs), solved in memory
-    with scipy: every node that appears in an edge, sorted, with its component's smallest node."""
-    from scipy import sparse
-    from scipy.sparse.csgraph import connected_components as scipy_components
-
-    nodes, index = np.unique(np.concatenate([a, b]).astype(np.int64, copy=False), return_inverse=True)
-    n, m = len(nodes), len(a)
-    if n == 0:
-        return nodes, nodes.copy()
-    graph = sparse.coo_matrix((np.ones(m, dtype=np.int8), (index[:m], index[m:])), shape=(n, n))
-    _, comp = scipy_components(graph, directed=False)
-    smallest = np.full(comp.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(smallest, comp, nodes)
-    return nodes, smallest[comp]
 
 
 def _local_labels(e: DataFrame) -> DataFrame:

@@ -20,7 +20,6 @@ everything about the row (an id, a file and line, a value) comes after it:
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,14 +27,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-# The kind of a reason (see the module docstring): written for Python's `re` and Java's regex alike.
-REASON_KIND = r"^(.*?)(?::| of | at |$)"
-_TRAILING = r"[\s,]+$"
-
-
-def reason_kind(reason: str) -> str:
-    """The kind of one reason, as `removed_by_reason` counts it."""
-    return re.sub(_TRAILING, "", re.match(REASON_KIND, reason, re.DOTALL).group(1))
+from .reasons import REASON_KIND, TRAILING as _TRAILING, reason_kind  # noqa: F401 - re-exported
 
 
 def reason_kind_column(reason: str = "reason") -> Column:
