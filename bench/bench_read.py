@@ -6,7 +6,9 @@ count() lets Spark skip parsing. pyarrow.json is the single-core reference (use_
 the goal is at least half its throughput per core. Three corpora: the pool repeated over 4
 .jsonl.gz files, the same records as one large plain .jsonl file (read in pieces by several
 tasks), and that file gzipped (one task decompresses it, every core parses its blocks; Spark's
-reader parses it in one task). Usage: bench/bench_read.py [COPIES]
+reader parses it in one task). Each corpus is also read by the local engine (`winnow run --input`
+without Spark: the read and the kept/ write, in a process pool; a lower bound for its read).
+Usage: bench/bench_read.py [COPIES]
 """
 import gzip
 import os
@@ -66,6 +68,19 @@ def main(copies: int = 10) -> None:
             ctx.release()
         return run
 
+    def local_read(path):
+        def run():  # `winnow run --input PATH` on the local engine: read, then kept/ written (zstd)
+            from pipelines import local_engine
+
+            out = Path(tempfile.mkdtemp(prefix="winnow-bench-local-"))
+            try:
+                stages = local_engine.run(read.expand_inputs([InputSpec(str(path), "bench")]), [], None, out,
+                                          "zstd", 0, ())
+                assert stages[0].kept == docs
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+        return run
+
     def spark_json(path, schema=None):
         def run():
             reader = spark.read.schema(schema) if schema else spark.read
@@ -104,19 +119,23 @@ def main(copies: int = 10) -> None:
         size = sum(os.path.getsize(f) for f in files)
         runs = {"winnow read (stage)": timed(winnow_read(path))}
         tasks = tasks_seen[str(path)]
+        runs["winnow local engine"] = timed(local_read(path))
         runs["spark.read.json"] = timed(spark_json(path))
         runs["  schema given"] = timed(spark_json(path, "id string, text string"))
         runs["winnow kernel, 1 core"] = timed(kernel(files))
         runs["pyarrow.json, 1 thread"] = timed(pyarrow_json(files))
         print(f"\n{name}: {size / 1e6:,.0f} MB on disk, {tasks} winnow read task{'s' if tasks > 1 else ''}")
         ours_wall, ours_cpu = runs["winnow read (stage)"]
+        local_wall, local_cpu = runs["winnow local engine"]
         for label, (wall, cpu) in runs.items():
             line = f"  {label:<24} {wall:6.2f} s  {cpu:6.2f} CPU-s  {docs / cpu:9,.0f} docs/CPU-s"
             if label.startswith(("spark", "  schema")):
-                line += f"   winnow/peer: wall {wall / ours_wall:.2f}x, per core {cpu / ours_cpu:.2f}x"
+                line += (f"   winnow/peer: wall {wall / ours_wall:.2f}x, per core {cpu / ours_cpu:.2f}x; "
+                         f"local engine/peer: wall {wall / local_wall:.2f}x, per core {cpu / local_cpu:.2f}x")
             if label.startswith("pyarrow"):
                 k_cpu = runs["winnow kernel, 1 core"][1]
-                line += f"   kernel/pyarrow per core {cpu / k_cpu:.2f}x, stage/pyarrow {cpu / ours_cpu:.2f}x"
+                line += (f"   kernel/pyarrow per core {cpu / k_cpu:.2f}x, stage/pyarrow {cpu / ours_cpu:.2f}x, "
+                         f"local engine/pyarrow {cpu / local_cpu:.2f}x")
             print(line)
 
 

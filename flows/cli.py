@@ -211,7 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         cfg = with_overrides(cfg, inputs=args.input, domain=args.domain, domain_field=args.domain_field,
                              output=args.output)
-    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
+    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite,
+                         engine=getattr(args, "engine", None))
     return _run_and_show(cfg)
 
 
@@ -238,7 +239,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         raise UsageError("give INPUT... and --output DIR (or --explain)")
     cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain, args.domain_field)
     cfg = cfg.model_copy(update={"stages": [stage]})
-    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
+    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite,
+                         engine=getattr(args, "engine", None))
     return _run_and_show(cfg)
 
 
@@ -277,7 +279,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .config import plans
 
     plans(cfg)  # parameter errors (a bad fraction, a duplicate name) before Spark starts
-    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
+    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite,
+                         engine=getattr(args, "engine", None))
     code = _run_and_show(cfg)
     if args.top_fraction is not None:
         from pipelines.spark import get_spark
@@ -315,7 +318,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     write = cfg.write.model_copy(update={"columns": ["id", "source", "domain", "n_tokens", "dropped_tokens"]})
     cfg = cfg.model_copy(update={"stages": export_stages(args), "write": write})
     plans(cfg)  # parameter errors before Spark starts
-    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite)
+    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite,
+                         engine=getattr(args, "engine", None))
     return _run_and_show(cfg)
 
 
@@ -434,7 +438,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if cfg.validate_ is None:
         raise UsageError(f"{args.config} has no [validate] table")
-    cfg = with_overrides(cfg, output=args.output, master=args.master, overwrite=args.overwrite)
+    cfg = with_overrides(cfg, output=args.output, master=args.master, overwrite=args.overwrite,
+                         engine=getattr(args, "engine", None))
     return _run_and_show(cfg, validate_only=True)
 
 

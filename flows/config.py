@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -92,6 +92,8 @@ class RunConfig(_Strict):
     output: str
     seed: int = 0
     overwrite: bool = False
+    # auto: the local engine for a dedup on one machine (pipelines/local_engine.py), else Spark
+    engine: Literal["auto", "spark", "local"] = "auto"
     inputs: list[InputConfig] = Field(min_length=1)
     train: list[ScorerTrainConfig] = Field(default_factory=list)
     stages: list[dict[str, Any]] = Field(default_factory=list)
@@ -293,6 +295,7 @@ def with_overrides(
     output: str | None = None,
     master: str | None = None,
     overwrite: bool | None = None,
+    engine: str | None = None,
 ) -> RunConfig:
     """Command-line overrides: `--input` replaces the config's inputs (source = file stem)."""
     update: dict[str, Any] = {}
@@ -312,6 +315,12 @@ def with_overrides(
         update["spark"] = cfg.spark.model_copy(update={"master": master})
     if overwrite is not None:  # the command line wins over the config, both ways
         update["overwrite"] = overwrite
+    if engine is not None:
+        from pipelines.local_engine import ENGINES
+
+        if engine not in ENGINES:
+            raise ConfigError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
+        update["engine"] = engine
     return cfg.model_copy(update=update)
 
 

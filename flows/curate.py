@@ -264,14 +264,17 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
 
     output = Path(cfg.output).resolve()
     # a missing input or unknown format fails here, before Spark starts
-    files = [] if start else read.expand_inputs(input_specs(cfg))
+    files, skipped = read.expand_inputs_and_skips(input_specs(cfg)) if not start else ([], [])
     # so does a stage that needs a column no stage before it adds
     stage_plans = plans(cfg)
     check_columns([(p.label, p.name, p.params) for p in stage_plans], _start_columns(start))
+    engine, why = _engine(cfg, stage_plans, files, spark, start, keep)  # refuses an impossible engine = local
     prepare(output, cfg.overwrite)  # refuses before it deletes anything
     if not start:
         check_train_outputs(cfg)
     claim(output, *RUN_ENTRIES)
+    if engine == "local":
+        return _run_local(cfg, files, skipped, stage_plans, output, progress, why)
     if spark is None:
         prefect_ready = _start_prefect()  # its API starts while the JVM does
         spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,
@@ -300,6 +303,7 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
         "stages": [r.as_json() for r in records],
         "training": training,
         "inputs": prints,
+        "engine": {"name": "spark", "why": why},
         "spark": session_settings(spark),
         **({"started_from": start} if start else {}),
         "config": cfg.model_dump(mode="json", by_alias=True),
@@ -308,3 +312,80 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     write_manifest(output / "manifest.json", manifest)
     (output / "report.md").write_text(report_markdown(records, manifest))
     return RunSummary(output=output, stages=records, manifest=manifest)
+
+
+def _input_bytes(files: list) -> int:
+    total = 0
+    for path in {f.path for f in files}:
+        if os.path.isdir(path):
+            total += sum(os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(path) for n in names)
+        else:
+            total += os.path.getsize(path)
+    return total
+
+
+def _engine(cfg: RunConfig, stage_plans: list, files: list, spark, start: str | None,
+            keep: tuple[str, str] | None) -> tuple[str, str]:
+    """(engine, why) of this run (`pipelines.local_engine.choose`): a run given a SparkSession, one
+    that starts from an earlier stage's output or keeps one for validate, runs on Spark."""
+    from pipelines.local_engine import choose
+
+    if cfg.engine == "auto" and (spark is not None or start or keep):
+        return "spark", "a SparkSession is given" if spark is not None else "the run resumes or keeps a stage"
+    return choose(cfg.engine, cfg.spark.master, [(p.name, p.params) for p in stage_plans],
+                  _input_bytes(files), has_train=bool(cfg.train) or bool(start or keep))
+
+
+def _run_local(cfg: RunConfig, files: list, skipped: list[str], stage_plans: list, output: Path,
+               progress: Progress | None, why: str) -> RunSummary:
+    """The run on the local engine (no JVM, no Prefect server): same outputs, manifest and report."""
+    from pipelines import local_engine
+    from pipelines.read_kernel import file_fingerprint
+
+    started = dt.datetime.now(dt.timezone.utc)
+    wp = write_params(cfg, str(output))
+    dedup = (stage_plans[0].label, stage_plans[0].params) if stage_plans else None
+
+    def say(name: str, stage) -> None:
+        if progress is None:
+            return
+        if stage is None:
+            progress.stage_started(name)
+        else:
+            progress.stage_finished(_record(stage))
+
+    n = local_engine.workers()
+    try:
+        stages = local_engine.run(files, skipped, dedup, output, wp.compression, wp.max_records_per_file,
+                                  tuple(wp.columns), progress=say, n_workers=n)
+    finally:
+        shutil.rmtree(output / "_work", ignore_errors=True)
+    records = [_record(s) for s in stages]
+    for r in records:
+        if r.n_in != r.kept + r.removed:
+            raise AccountingError(f"stage {r.name}: in {r.n_in} != kept {r.kept} + removed {r.removed}")
+    prints = sorted((file_fingerprint(p) for p in sorted({f.path for f in files})), key=lambda r: r["path"])
+    manifest = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "output": str(output),
+        "code_version": code_version(),
+        "counts": {"in": records[0].n_in, "kept": records[-1].kept,
+                   "removed": sum(r.removed for r in records)},
+        "stages": [r.as_json() for r in records],
+        "training": [],
+        "inputs": prints,
+        "engine": {"name": "local", "why": why, "workers": n},
+        "config": cfg.model_dump(mode="json", by_alias=True),
+    }
+    write_plots(records, output)
+    write_manifest(output / "manifest.json", manifest)
+    (output / "report.md").write_text(report_markdown(records, manifest))
+    return RunSummary(output=output, stages=records, manifest=manifest)
+
+
+def _record(stage) -> StageRecord:
+    return StageRecord(name=stage.name, stage=stage.stage, n_in=stage.n_in, kept=stage.kept,
+                       removed=stage.removed, seconds=stage.seconds,
+                       removed_path=str(Path("removed") / stage.name) if stage.removed and stage.stage != "write" else None,
+                       stats=stage.stats)

@@ -283,8 +283,18 @@ def test_winnow_dedup_writes_the_output_layout_with_a_component_plot(pool_slice,
     report = (out / "report.md").read_text()
     assert "near-duplicate component sizes" in report
     assert (out / "plots" / "dedup_minhash-component-sizes.png").stat().st_size > 1000
+    assert manifest["engine"]["name"] == "local"  # a dedup of a few MB on one machine
+    # --engine spark: the same command on Spark, the same kept rows
+    on_spark = tmp_path / "dedup-spark"
+    assert winnow(["dedup", *[str(p) for p in pool_slice["paths"]], "--output", str(on_spark), "--check", "exact",
+                   "--engine", "spark"]) == 0
+    assert json.loads((on_spark / "manifest.json").read_text())["engine"]["name"] == "spark"
+    kept = lambda d: [r["id"] for f in sorted((d / "kept").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]  # noqa: E731
+    assert kept(out) == kept(on_spark)
     assert winnow(["dedup", str(pool_slice["paths"][0])]) == 2
     assert "winnow: error:" in capsys.readouterr().err
+    assert winnow(["dedup", str(pool_slice["paths"][0]), "--output", str(tmp_path / "x"), "--engine", "fast"]) == 2
+    assert "--engine: 'fast' is not one of auto, spark, local" in capsys.readouterr().err
 
 
 def removed_rows(result) -> list[tuple]:

@@ -1,0 +1,650 @@
+"""The local engine: `read -> dedup_minhash -> write` on one machine, in a pool of processes,
+without a JVM.
+
+Why: on a corpus that fits one machine, the JVM, the SparkSession, the Arrow hand-over to Python
+workers and about thirty Spark jobs cost more than the work (issue 15: `winnow dedup` on 25k
+documents took 32 s on two cores, 21 s of it fixed cost, where a one-process datasketch script
+takes 14 s). The same kernels run here in a process pool: the read kernel (`read_kernel`), the
+signature and band-key kernels, the candidate pairs of sorted buckets and the per-group check
+(`minhash_lsh`). The output is the Spark engine's, row for row (tests/test_local_engine.py runs
+both on the same inputs, hostile ones included).
+
+The steps, each over the units of work (a file, a piece of a large file, or a 1 MB block of a
+large `.gz`), in input order:
+
+1. **read**: each unit's rows (documents and removed rows with their reasons) go to one Parquet
+   file under `<output>/_work/read/`; the worker returns the kept rows' nodes (``_file << 40 |
+   _row``), their band keys, and a 64-bit hash of every row's id. Repeated ids are re-keyed as the
+   Spark engine does (`<id>#<k>` in input order, rounds until unique).
+2. **candidates**: the band keys of all documents sorted on the driver (16 bytes a document and
+   band), each bucket's members paired with its first member and with the one before
+   (`minhash_lsh.bucket_pairs_kernel`).
+3. **check**: the candidate graph's components packed in bins of about `BIN_DOCS` documents; the
+   bins' texts are fetched from the unit files and each bin is checked in a worker
+   (`minhash_lsh.verify_bin`), which labels the components of the pairs that pass.
+4. **write**: each unit's file is split into kept rows (`<output>/kept/`), rows removed by `read`
+   and rows removed as near-duplicates, with the ids of the components' first documents.
+
+The driver holds per document its node and band keys (8 bytes x (1 + bands x probes): 456 bytes
+at the defaults), never its text: `LOCAL_MAX_BYTES` of input bounds that to a few hundred MB.
+Past it, or with a master URL, another stage, or `score_column`, a run goes to Spark (`choose`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from core.errors import AccountingError, WinnowError
+
+from . import minhash_lsh as lsh
+from .reasons import reason_kind
+from .read_kernel import FileTask, gunzip_blocks, piece_counts, read_block, read_file
+from .schema import READ_ARROW_SCHEMA
+
+ENGINES = ("auto", "spark", "local")
+# Input bytes (on disk, compressed or not) up to which `auto` picks the local engine.
+LOCAL_MAX_BYTES = 1 << 30
+# Decompressed bytes per block of a large .gz file: fewer, larger units than Spark's 1 MB blocks
+# (each unit is a file read back twice; a core still gets many of them).
+LOCAL_GZ_BLOCK = 8 << 20
+# Documents per bin of the check, as in the Spark engine (`dedup_minhash.BIN_DOCS`).
+BIN_DOCS = 2_000
+NODE_ROW_BITS = lsh.NODE_ROW_BITS
+_META = pa.list_(pa.field("element", pa.struct([pa.field("key", pa.string(), False), pa.field("value", pa.string())]),
+                          nullable=False))  # as Spark writes map_entries
+
+
+def workers() -> int:
+    """The processes of the pool: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def choose(engine: str, master: str | None, stages: list[tuple[str, Any]], input_bytes: int,
+           has_train: bool = False) -> tuple[str, str]:
+    """(engine, why): the engine a run gets. `stages` are (registry name, params) of the
+    configured stages. `local` when asked for and possible, or under `auto` when the run is a
+    local-mode dedup of at most LOCAL_MAX_BYTES; a run `local` cannot do under an explicit
+    ``engine = "local"`` is a one-line error."""
+    if engine not in ENGINES:
+        raise WinnowError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "spark":
+        return "spark", "asked for"
+    why = None
+    if master and not master.startswith("local"):
+        why = f"a Spark master is given ({master})"
+    elif has_train:
+        why = "the run trains a scorer ([[train]])"
+    elif any(name != lsh.NAME for name, _ in stages):
+        why = "the local engine runs read, dedup_minhash and write only; this run has " + ", ".join(
+            sorted({name for name, _ in stages if name != lsh.NAME}))
+    elif any(getattr(params, "score_column", None) for _, params in stages):
+        why = "dedup_minhash.score_column is set (survivors by score run on Spark)"
+    if engine == "local":
+        if why:
+            raise WinnowError(f"engine local: not possible here: {why}; use engine auto or spark")
+        return "local", "asked for"
+    if why:
+        return "spark", why
+    if input_bytes > LOCAL_MAX_BYTES:
+        return "spark", f"the input is {input_bytes:,} bytes, above the local engine's {LOCAL_MAX_BYTES:,}"
+    return "local", f"a dedup of {input_bytes:,} bytes of input on one machine"
+
+
+# --- units of work ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Unit:
+    index: int                      # position in input order; names the unit's files
+    task: FileTask
+    block: dict[str, Any] | None = None  # a block of `gunzip_blocks`, when the unit is one
+
+
+def plan_units(tasks: list[FileTask], n_workers: int, pool) -> tuple[Iterable[Unit], dict[str, int]]:
+    """The units of work in input order, lazily (a large `.gz` file's blocks are decompressed
+    as the pool takes them), and the read stage's stats about them. Large plain and zstd JSONL
+    and Parquet files are cut as the Spark engine cuts them (`read.plan_pieces`); a `.gz` file
+    of at least GZ_SPLIT_BYTES is decompressed here into blocks of whole lines (LOCAL_GZ_BLOCK) when the
+    files are fewer than the workers."""
+    from .read import gz_to_split, piece_bytes, plan_pieces
+
+    pieces = plan_pieces(tasks, piece_bytes(tasks, n_workers), lambda ps: list(pool.map(piece_counts, ps)))
+    gz = set(p.index for p in gz_to_split(pieces, n_workers))
+    stats: dict[str, int] = {}
+    if len(pieces) > len(tasks):
+        stats["read_tasks"] = len(pieces)
+    if gz:
+        stats["gz_files_in_blocks"] = len(gz)
+
+    def units() -> Iterable[Unit]:
+        i = 0
+        for p in pieces:
+            if p.index in gz:
+                for block in gunzip_blocks(p, LOCAL_GZ_BLOCK):
+                    yield Unit(i, p, block)
+                    i += 1
+            else:
+                yield Unit(i, p)
+                i += 1
+
+    return units(), stats
+
+
+# --- workers (run in the pool; module-level so they pickle by name) ----------------------------
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    num_perm: int
+    ngram: int
+    seed: int
+    positions: np.ndarray
+
+
+def _nodes(table: pa.Table) -> np.ndarray:
+    files = table.column("_file").to_numpy().astype(np.int64)
+    return (files << NODE_ROW_BITS) | table.column("_row").to_numpy().astype(np.int64)
+
+
+def _id_hashes(ids: list[str]) -> np.ndarray:
+    import xxhash
+
+    return np.fromiter((xxhash.xxh3_64_intdigest(i.encode("utf-8", "surrogatepass")) for i in ids),
+                       dtype=np.uint64, count=len(ids))
+
+
+def read_unit(unit: Unit, work: str, sig: SignatureSpec | None, per_source: bool) -> dict[str, Any]:
+    """Read one unit into `<work>/read-<index>.parquet` (READ_ARROW_SCHEMA); return its row count,
+    its kept rows' nodes (and band keys, and sources with `per_source`) and its rows' id hashes."""
+    batches = list(read_block(unit.task, unit.block) if unit.block is not None else read_file(unit.task))
+    table = pa.Table.from_batches(batches, schema=READ_ARROW_SCHEMA)
+    path = os.path.join(work, f"read-{unit.index:06d}.parquet")
+    pq.write_table(table, path, compression="none")  # read back twice soon, from the page cache
+    errors = table.column("_error")
+    ok = table.filter(pc.is_null(errors))
+    all_nodes = _nodes(table)
+    out: dict[str, Any] = {"index": unit.index, "path": path, "rows": table.num_rows, "all_nodes": all_nodes,
+                           "id_hash": _id_hashes(table.column("id").to_pylist()), "nodes": _nodes(ok)}
+    out["kinds"] = Counter(reason_kind(r) for r in errors.drop_null().to_pylist())
+    if table.num_rows:
+        out["lo"], out["hi"] = int(all_nodes.min()), int(all_nodes.max())
+    if sig is not None:
+        texts = [t or "" for t in ok.column("text").to_pylist()]
+        out["keys"] = lsh.band_keys(lsh.signatures(texts, sig.num_perm, sig.ngram, sig.seed), sig.positions)
+        if per_source:
+            out["sources"] = ok.column("source").to_pylist()
+    return out
+
+
+def gather_unit(path: str, wanted: np.ndarray, id_nodes: np.ndarray) -> dict[str, Any]:
+    """From one unit file: the texts of the `wanted` nodes and the ids of the `id_nodes`, as
+    Arrow arrays (they pickle as buffers, not as Python strings)."""
+    table = pq.read_table(path, columns=["id", "text", "_file", "_row", "_error"])
+    nodes = _nodes(table)
+    good = pc.is_null(table.column("_error")).to_numpy(zero_copy_only=False)
+    take = np.isin(nodes, wanted) & good
+    named = np.isin(nodes, id_nodes) & good
+    return {"nodes": nodes[take], "texts": table.column("text").filter(pa.array(take)).combine_chunks(),
+            "id_nodes": nodes[named], "ids": table.column("id").filter(pa.array(named)).to_pylist()}
+
+
+def check_bin(nodes: np.ndarray, texts: list[str | None], src: np.ndarray, dst: np.ndarray,
+              params: lsh.DedupMinhashParams) -> tuple[np.ndarray, np.ndarray, int]:
+    return lsh.verify_bin(nodes, [t or "" for t in texts], src, dst, params)
+
+
+@dataclass(frozen=True)
+class WriteSpec:
+    kept: str                 # <output>/kept
+    removed_read: str         # <output>/removed/read
+    removed_dedup: str | None  # <output>/removed/<label>, None without a dedup stage
+    label: str
+    compression: str
+    max_records_per_file: int
+    columns: tuple[str, ...]
+
+
+def _meta_as_list(column: pa.ChunkedArray) -> pa.Array:
+    """A map column as a list of {key, value} structs (how every engine writes `meta`)."""
+    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if len(arr) == 0:
+        return pa.array([], _META)
+    offsets = arr.offsets
+    if arr.offset:
+        offsets = pc.subtract(offsets, offsets[0])
+    items = pa.StructArray.from_arrays([arr.keys, arr.items], fields=list(_META.value_type))
+    return pa.ListArray.from_arrays(offsets, items, type=_META, mask=arr.is_null())
+
+
+def _write_parts(table: pa.Table, directory: str, index: int, spec: WriteSpec) -> int:
+    if table.num_rows == 0:
+        return 0
+    os.makedirs(directory, exist_ok=True)
+    step = spec.max_records_per_file or table.num_rows
+    for k, start in enumerate(range(0, table.num_rows, step)):
+        name = f"part-{index:06d}-{k:04d}.parquet"
+        pq.write_table(table.slice(start, step), os.path.join(directory, name),
+                       compression=None if spec.compression == "none" else spec.compression)
+    return table.num_rows
+
+
+def output_table(table: pa.Table, extra: dict[str, pa.Array]) -> pa.Table:
+    """The document columns as written (internal columns dropped, `meta` as a list), then `extra`."""
+    cols = {"id": table.column("id"), "text": table.column("text"), "source": table.column("source"),
+            "domain": table.column("domain"), "meta": _meta_as_list(table.column("meta"))}
+    cols.update(extra)
+    return pa.table(cols)
+
+
+def write_unit(path: str, index: int, spec: WriteSpec, rekey: tuple[np.ndarray, list[str]],
+               tags: tuple[np.ndarray, list[str | None], list[str | None]]) -> dict[str, Any]:
+    """Split one unit file into kept rows, rows removed by `read` and near-duplicates.
+    `rekey`: (sorted nodes, new ids) of this unit's re-keyed rows; `tags`: (sorted nodes, cluster
+    ids, survivor ids) of this unit's documents in a component (survivor id None: kept)."""
+    table = pq.read_table(path)
+    nodes = _nodes(table)
+    if len(rekey[0]):
+        ids = table.column("id").to_pylist()
+        at = np.searchsorted(nodes, rekey[0])  # a unit's rows are in row order
+        for i, new in zip(at, rekey[1]):
+            ids[i] = new
+        table = table.set_column(0, table.schema.field("id"), pa.array(ids, pa.string()))
+    bad = pc.is_valid(table.column("_error")).to_numpy(zero_copy_only=False)
+    out: dict[str, Any] = {"kept": 0, "removed_read": 0, "removed_dedup": 0}
+    if bad.any():
+        errors = table.filter(pa.array(bad))
+        removed = pa.table({
+            "id": errors.column("id"), "source": errors.column("source"), "domain": errors.column("domain"),
+            "removed_by": pa.array(["read"] * errors.num_rows, pa.string()),
+            "reason": errors.column("_error"), "raw": errors.column("_raw"), "file": errors.column("_path"),
+            "line": errors.column("_row"),
+        })
+        out["removed_read"] = _write_parts(removed, spec.removed_read, index, spec)
+    docs = table.filter(pa.array(~bad))
+    doc_nodes = nodes[~bad]
+    cluster = [None] * docs.num_rows
+    survivor: list[str | None] = [None] * docs.num_rows
+    if len(tags[0]):
+        at = np.searchsorted(doc_nodes, tags[0])
+        for i, c, s in zip(at, tags[1], tags[2]):
+            cluster[i], survivor[i] = c, s
+    gone = np.array([s is not None for s in survivor], dtype=bool)
+    if spec.removed_dedup is not None:
+        dup = docs.filter(pa.array(gone))
+        reasons = [f"near-duplicate of {s}" for s, g in zip(survivor, gone) if g]
+        removed = output_table(dup, {
+            "cluster_id": pa.array([c for c, g in zip(cluster, gone) if g], pa.string()),
+            "removed_by": pa.array([spec.label] * dup.num_rows, pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+            "duplicate_of": pa.array([s for s, g in zip(survivor, gone) if g], pa.string()),
+        })
+        out["removed_dedup"] = _write_parts(removed, spec.removed_dedup, index, spec)
+    kept = docs.filter(pa.array(~gone))
+    extra = {"cluster_id": pa.array([c for c, g in zip(cluster, gone) if not g], pa.string())} \
+        if spec.removed_dedup is not None else {}
+    written = output_table(kept, extra)
+    if spec.columns:
+        from fnmatch import fnmatchcase
+
+        written = written.select([c for c in written.column_names if any(fnmatchcase(c, p) for p in spec.columns)])
+    out["kept"] = _write_parts(written, spec.kept, index, spec)
+    out["schema"] = written.schema
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+@dataclass
+class LocalStage:
+    """What the flow turns into a StageRecord."""
+
+    name: str
+    stage: str
+    n_in: int
+    kept: int
+    removed: int
+    seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def rekey_ids(hashes: np.ndarray, order_nodes: np.ndarray, fetch: Callable[[np.ndarray], dict[int, str]],
+              max_rounds: int = 5) -> dict[int, str]:
+    """The new id of every row whose id repeats an earlier row's (input order = `order_nodes`,
+    ascending): the k-th repeat of an id becomes ``<id>#<k>``, in rounds until no id repeats, as
+    `read.rekey_duplicate_ids` does. `hashes`: the 64-bit hash of each row's id; `fetch(nodes)`:
+    the ids of those rows. Only rows whose hash repeats are fetched, so the usual case (no id
+    repeats) costs one `np.unique`."""
+    hashes = hashes.copy()
+    new: dict[int, str] = {}
+    known: dict[int, str] = {}
+    for _ in range(max_rounds + 1):
+        values, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        repeated = counts[inverse] > 1
+        if not repeated.any():
+            return new
+        if _ == max_rounds:
+            break
+        rows = np.flatnonzero(repeated)
+        missing = [order_nodes[r] for r in rows if int(order_nodes[r]) not in known]
+        if missing:
+            known.update(fetch(np.array(missing, dtype=np.int64)))
+        seen: dict[str, int] = {}
+        changed = False
+        for r in rows:  # ascending rows: input order
+            node = int(order_nodes[r])
+            current = new.get(node, known[node])
+            k = seen.get(current, 0)
+            seen[current] = k + 1
+            if k:
+                new[node] = f"{current}#{k}"
+                hashes[r] = _id_hashes([new[node]])[0]
+                changed = True
+        if not changed:  # a 64-bit hash collision between different ids: nothing repeats
+            return new
+    raise WinnowError(f"could not make ids unique in {max_rounds} rounds of re-keying")
+
+
+def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMinhashParams] | None,
+        output: Path, compression: str, max_records_per_file: int, columns: tuple[str, ...],
+        progress: Callable[[str, LocalStage | None], None] | None = None,
+        n_workers: int | None = None) -> list[LocalStage]:
+    """Run read -> (dedup_minhash) -> write into `output` (`kept/`, `removed/<stage>/`, with
+    `_work/` in between, removed at the end by the caller). Returns the stages' records."""
+    import multiprocessing as mp
+
+    n_workers = n_workers or workers()
+    work = output / "_work" / "local"
+    work.mkdir(parents=True, exist_ok=True)
+    label, params = dedup if dedup else (None, None)
+    sig = None
+    if params is not None:
+        positions = np.array([list(r) for r in lsh.band_rows(params)], dtype=np.int64)
+        sig = SignatureSpec(params.num_perm, params.ngram, params.seed, positions)
+    say = progress or (lambda name, record: None)
+    records: list[LocalStage] = []
+    # forkserver: the workers are forked from a clean server process, not from this one (which
+    # may hold threads: a fork of a threaded process can deadlock)
+    with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("forkserver")) as pool:
+        say("read", None)
+        start = time.perf_counter()
+        units, read_stats = plan_units(tasks, n_workers, pool)
+        per_source = bool(params and params.per_source)
+        results = list(_bounded(pool, read_unit, ((u, str(work), sig, per_source) for u in units), 2 * n_workers))
+        results.sort(key=lambda r: r["index"])
+        n_read = sum(r["rows"] for r in results)
+        order = [r for r in results if r["rows"]]
+        all_hash = np.concatenate([r["id_hash"] for r in results]) if results else np.zeros(0, np.uint64)
+        all_nodes = np.concatenate([r["all_nodes"] for r in results]) if results else np.zeros(0, np.int64)
+        rekeyed = rekey_ids(all_hash, all_nodes, lambda nodes: _fetch_ids(pool, order, nodes))
+        n_bad = sum(len(r["all_nodes"]) - len(r["nodes"]) for r in results)
+        read_record = LocalStage("read", "read", n_read, n_read - n_bad, n_bad, 0.0,
+                                 {"files": len(tasks), "skipped_files": len(skipped), **read_stats,
+                                  **({"skipped_examples": skipped[:20]} if skipped else {})})
+        kinds = sum((r["kinds"] for r in results), Counter())
+        if kinds:
+            read_record.stats["removed_by_reason"] = _by_count(kinds)
+        read_record.seconds = time.perf_counter() - start
+        records.append(read_record)
+        say("read", read_record)
+        tags_nodes = np.zeros(0, np.int64)
+        tags_cluster: list[str | None] = []
+        tags_survivor: list[str | None] = []
+        dedup_stats: dict[str, Any] = {}
+        dedup_seconds = 0.0
+        if params is not None:
+            say(label, None)
+            start = time.perf_counter()
+            tags_nodes, tags_cluster, tags_survivor, dedup_stats = _dedup(pool, results, order, params, rekeyed)
+            dedup_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        spec = WriteSpec(kept=str(output / "kept"), removed_read=str(output / "removed" / "read"),
+                         removed_dedup=str(output / "removed" / label) if label else None, label=label or "",
+                         compression=compression, max_records_per_file=max_records_per_file, columns=columns)
+        rk_nodes = np.array(sorted(rekeyed), dtype=np.int64)
+        rk_ids = [rekeyed[int(n)] for n in rk_nodes]
+        jobs = []
+        for r in order:
+            a, b = np.searchsorted(rk_nodes, [r["lo"], r["hi"] + 1])
+            c, d = np.searchsorted(tags_nodes, [r["lo"], r["hi"] + 1])
+            jobs.append((r["path"], r["index"], spec, (rk_nodes[a:b], rk_ids[a:b]),
+                         (tags_nodes[c:d], tags_cluster[c:d], tags_survivor[c:d])))
+        written = list(pool.map(_write_job, jobs, chunksize=1))
+    kept = sum(w["kept"] for w in written)
+    removed_read = sum(w["removed_read"] for w in written)
+    removed_dedup = sum(w["removed_dedup"] for w in written)
+    if kept == 0:  # an empty kept/ still has a file with the schema, as Spark writes it
+        _empty_kept(spec, written, label is not None)
+    write_seconds = time.perf_counter() - start
+    if params is not None:
+        dedup_stats.setdefault("seconds_by_phase", {})["write"] = round(write_seconds, 3)
+    if removed_read != read_record.removed:
+        raise AccountingError(f"local engine: wrote {removed_read} rows removed by read, counted {read_record.removed}")
+    if params is None:
+        read_record.seconds += write_seconds  # the kept rows are written by the stage before write
+    if params is not None:
+        record = LocalStage(label, lsh.NAME, read_record.kept, read_record.kept - removed_dedup, removed_dedup,
+                            dedup_seconds + write_seconds, dedup_stats)
+        if removed_dedup:
+            record.stats["removed_by_reason"] = {"near-duplicate": removed_dedup}
+        records.append(record)
+        say(label, record)
+    last = records[-1]
+    write_record = LocalStage("write", "write", last.kept, last.kept, 0, 0.0,
+                              {"path": spec.kept, "written_by": last.name})
+    records.append(write_record)
+    say("write", None)
+    say("write", write_record)
+    if kept != last.kept:
+        raise AccountingError(f"local engine: wrote {kept} kept rows, expected {last.kept}")
+    return records
+
+
+def _bounded(pool, fn, jobs: Iterable[tuple], limit: int) -> Iterable[Any]:
+    """`fn(*job)` for each job in the pool, results in order, with at most `limit` jobs submitted
+    and not yet collected: a large .gz file's blocks are decompressed as the workers take them,
+    never all held at once (`Executor.map` would submit every job first)."""
+    from collections import deque
+
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, *job))
+        if len(pending) >= limit:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _fetch_ids(pool, order: list[dict[str, Any]], nodes: np.ndarray) -> dict[int, str]:
+    out: dict[int, str] = {}
+    want = np.sort(nodes)
+    jobs = []
+    for r in order:
+        a, b = np.searchsorted(want, [r["lo"], r["hi"] + 1])
+        if b > a:
+            jobs.append((r["path"], want[a:b]))
+    for found in pool.map(_ids_job, jobs):
+        out.update(found)
+    return out
+
+
+def _ids_job(job) -> dict[int, str]:
+    path, wanted = job
+    table = pq.read_table(path, columns=["id", "_file", "_row"])
+    nodes = _nodes(table)
+    take = np.isin(nodes, wanted)
+    return {int(n): i for n, i in zip(nodes[take], table.column("id").filter(pa.array(take)).to_pylist())}
+
+
+def _write_job(job) -> dict[str, Any]:
+    return write_unit(*job)
+
+
+def _gather_job(job) -> dict[str, Any]:
+    return gather_unit(*job)
+
+
+def _check_job(job) -> tuple[np.ndarray, np.ndarray, int]:
+    return check_bin(*job)
+
+
+def _by_count(counts: Counter) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _dedup(pool, results, order, params: lsh.DedupMinhashParams, rekeyed: dict[int, str]):
+    """Candidates, check and survivors: (tagged nodes sorted, cluster ids, survivor ids or None
+    for the kept one of each component, stats)."""
+    b, r = params.banding()
+    clock = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = round(now - clock, 3)
+        clock = now
+
+    nodes = np.concatenate([x["nodes"] for x in results]) if results else np.zeros(0, np.int64)
+    n_bands = len(lsh.band_rows(params))
+    keys = np.concatenate([x["keys"] for x in results]) if results else np.zeros((0, n_bands), np.int64)
+    stats: dict[str, Any] = {"bands": b, "rows": r, "probes": params.probes,
+                             "kernel": "numba" if lsh.mn.AVAILABLE else "numpy"}
+    codes = None
+    if params.per_source:
+        sources = [s for x in results for s in x.get("sources", [])]
+        codes = np.unique(np.array(sources, dtype=object), return_inverse=True)[1].astype(np.int64)
+    src, dst = candidate_pairs(nodes, keys, codes)
+    stats["candidate_pairs"] = int(len(src))
+    lap("candidates")
+    if params.check == "none":
+        label_nodes, label_comps = lsh.local_components(src, dst)
+        id_nodes = np.unique(label_comps)
+        gathered = _gather(pool, order, np.zeros(0, np.int64), id_nodes)
+    else:
+        cand_nodes, groups = lsh.local_components(src, dst)
+        gathered = _gather(pool, order, cand_nodes, cand_nodes)
+        lap("gather")
+        have, texts = gathered["nodes"], gathered["texts"]
+        group_ids, group_of_node = np.unique(groups, return_inverse=True)
+        n_bins = max(1, -(-len(cand_nodes) // BIN_DOCS))
+        bin_of_node = (np.arange(len(group_ids)) % n_bins)[group_of_node]
+        bin_of_pair = bin_of_node[np.searchsorted(cand_nodes, src)] if len(src) else np.zeros(0, np.int64)
+        jobs = []
+        for k in range(n_bins if len(cand_nodes) else 0):
+            members = cand_nodes[bin_of_node == k]
+            mask = bin_of_pair == k
+            at = np.searchsorted(have, members)  # every member's text was gathered
+            jobs.append((members, [texts[i] for i in at], src[mask], dst[mask], params))
+        label_parts, comp_parts, ambiguous = [], [], 0
+        for ln, lc, amb in pool.map(_check_job, jobs, chunksize=1):
+            label_parts.append(ln)
+            comp_parts.append(lc)
+            ambiguous += amb
+        stats["ambiguous_pairs"] = int(ambiguous)
+        label_nodes = np.concatenate(label_parts) if label_parts else np.zeros(0, np.int64)
+        label_comps = np.concatenate(comp_parts) if comp_parts else np.zeros(0, np.int64)
+        lap("check")
+        sort = np.argsort(label_nodes, kind="stable")
+        label_nodes, label_comps = label_nodes[sort], label_comps[sort]
+    stats["cc_rounds"] = 0
+    comp_ids, sizes = np.unique(label_comps, return_counts=True)
+    dist = Counter(sizes.tolist())
+    stats["components"] = int(len(comp_ids))
+    stats["largest_component"] = int(max(dist, default=0))
+    stats["component_sizes"] = {int(k): int(v) for k, v in sorted(dist.items())}
+    ids = dict(zip(gathered["id_nodes"].tolist(), gathered["ids"]))
+    ids.update({n: i for n, i in rekeyed.items() if n in ids})
+    cluster = [ids[int(c)] for c in label_comps]
+    survivor = [None if n == c else ids[int(c)] for n, c in zip(label_nodes.tolist(), label_comps.tolist())]
+    lap("survivors")
+    stats["seconds_by_phase"] = phases
+    return label_nodes, cluster, survivor, stats
+
+
+def candidate_pairs(nodes: np.ndarray, keys: np.ndarray, codes: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct candidate pairs (src > dst) of documents `nodes` (ascending) with band keys
+    `keys` (documents x bands): in each bucket, every member with the bucket's smallest node and
+    with the member before it, as `minhash_lsh.bucket_pairs_kernel` pairs them. With `codes` (a
+    source per document) a bucket is (key, source). One band at a time: a band's keys never meet
+    another's (the band's index is hashed into its key), and a band's arrays are a few MB where
+    all bands' at once would be hundreds."""
+    srcs, dsts = [], []
+    for j in range(keys.shape[1]):
+        k = keys[:, j]
+        by_key = np.argsort(k)  # not stable, so only the keys that repeat are sorted again below
+        ks = k[by_key]
+        repeat = np.zeros(len(ks), dtype=bool)
+        same = ks[1:] == ks[:-1]
+        repeat[1:] |= same
+        repeat[:-1] |= same
+        if not repeat.any():
+            continue
+        sub = by_key[repeat]  # the members of buckets with more than one document
+        k, n = k[sub], nodes[sub]
+        order = np.lexsort((n, k)) if codes is None else np.lexsort((n, codes[sub], k))
+        k, n = k[order], n[order]  # by bucket, nodes ascending within one
+        start = np.ones(len(k), dtype=bool)
+        start[1:] = k[1:] != k[:-1]
+        if codes is not None:
+            c = codes[sub][order]
+            start[1:] |= c[1:] != c[:-1]
+        anchor = n[np.flatnonzero(start)][np.cumsum(start) - 1]
+        star = ~start & (n != anchor)
+        chain = ~start[1:] & ~start[:-1] & (n[1:] != n[:-1])  # with the one before, unless it is the anchor
+        srcs += [n[1:][star[1:]], n[1:][chain]]
+        dsts += [anchor[1:][star[1:]], n[:-1][chain]]
+    if not srcs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    src, dst = np.concatenate(srcs), np.concatenate(dsts)
+    order = np.lexsort((dst, src))
+    src, dst = src[order], dst[order]
+    fresh = np.ones(len(src), dtype=bool)
+    fresh[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
+    return src[fresh], dst[fresh]
+
+
+def _gather(pool, order, wanted: np.ndarray, id_nodes: np.ndarray) -> dict[str, Any]:
+    """The texts of the `wanted` nodes (sorted by node) and the ids of the `id_nodes`, read from
+    the unit files by the pool."""
+    wanted, id_nodes = np.sort(wanted), np.sort(id_nodes)
+    jobs = []
+    for r in order:
+        a, b = np.searchsorted(wanted, [r["lo"], r["hi"] + 1])
+        c, d = np.searchsorted(id_nodes, [r["lo"], r["hi"] + 1])
+        if b > a or d > c:
+            jobs.append((r["path"], wanted[a:b], id_nodes[c:d]))
+    nodes, texts, named, ids = [], [], [], []
+    for g in pool.map(_gather_job, jobs, chunksize=1):
+        nodes.append(g["nodes"])
+        texts.append(g["texts"])
+        named.append(g["id_nodes"])
+        ids += g["ids"]
+    nodes_all = np.concatenate(nodes) if nodes else np.zeros(0, np.int64)
+    texts_all = pa.chunked_array(texts, pa.string()) if texts else pa.chunked_array([], pa.string())
+    by_node = np.argsort(nodes_all, kind="stable")
+    listed = texts_all.to_pylist()  # Arrow's take over strings was the slow path here (0.7 s a bin)
+    return {"nodes": nodes_all[by_node], "texts": [listed[i] for i in by_node],
+            "id_nodes": np.concatenate(named) if named else np.zeros(0, np.int64), "ids": ids}
+
+
+def _empty_kept(spec: WriteSpec, written: list[dict[str, Any]], with_cluster: bool) -> None:
+    schema = next((w["schema"] for w in written if "schema" in w), None)
+    if schema is None:
+        empty = pa.Table.from_batches([], schema=READ_ARROW_SCHEMA)
+        schema = output_table(empty, {"cluster_id": pa.array([], pa.string())} if with_cluster else {}).schema
+    os.makedirs(spec.kept, exist_ok=True)
+    pq.write_table(schema.empty_table(), os.path.join(spec.kept, "part-000000-0000.parquet"),
+                   compression=None if spec.compression == "none" else spec.compression)
+

@@ -1,0 +1,202 @@
+"""The local engine (pipelines/local_engine.py) against the Spark engine: the same runs on the same
+inputs (the sample pool, the hostile corpus, repeated ids) give the same kept rows in the same
+order, the same removed rows and reasons, the same schemas and the same stage counts."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.errors import WinnowError
+from flows.config import parse_config
+from flows.curate import run_curation
+from pipelines import local_engine
+from pipelines.dedup_minhash import DedupMinhashParams
+
+from .conftest import DATA, POOL
+from .test_hostile import hostile_corpus
+
+
+def _table(directory: Path) -> pa.Table:
+    files = sorted(directory.rglob("*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+def _rows(directory: Path) -> list[dict]:
+    return _table(directory).to_pylist() if directory.exists() else []
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The hostile corpus (without its 50 MB document), two files of the pool with its planted
+    near-duplicates, and ids that repeat, one of them as `<id>#1` already (two rounds of re-keying)."""
+    home = tmp_path_factory.mktemp("local")
+    hostile_corpus(home / "in", home / "target", big=False)
+    for name in ("docs.jsonl.gz", "fiction.jsonl.zst"):
+        (home / "in" / name).write_bytes((POOL / name).read_bytes())
+    texts = [json.loads(line)["text"] for line in gzip.open(POOL / "docs.jsonl.gz", "rt")][:6]
+    rows = [{"id": "x", "text": texts[0]}, {"id": "x#1", "text": texts[1]}, {"id": "x", "text": texts[2]},
+            {"id": "x", "text": texts[3]}, {"id": 12, "text": texts[4]}, {"id": "12", "text": texts[5]}]
+    (home / "in" / "zz-repeats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return home
+
+
+def _config(inputs: Path, out: Path, engine: str, stages: list[dict], **extra):
+    return parse_config({"output": str(out), "engine": engine, "seed": 3,
+                         "inputs": [{"path": str(inputs / "in"), "source": "h", "domain": "web",
+                                     "domain_field": "domain"}],
+                         "stages": stages, **extra}, Path("/"), "local")
+
+
+def _both(spark, inputs: Path, tmp_path: Path, stages: list[dict], **extra):
+    spark_run = run_curation(_config(inputs, tmp_path / "spark", "spark", stages, **extra), spark=spark)
+    local_run = run_curation(_config(inputs, tmp_path / "local", "local", stages, **extra))
+    return spark_run, local_run
+
+
+def _same_outputs(a, b, dedup_label: str | None) -> None:
+    assert a.manifest["engine"]["name"] == "spark" and b.manifest["engine"]["name"] == "local"
+    assert [(s.name, s.n_in, s.kept, s.removed) for s in a.stages] == [(s.name, s.n_in, s.kept, s.removed)
+                                                                       for s in b.stages]
+    kept_a, kept_b = _table(a.output / "kept"), _table(b.output / "kept")
+    assert kept_a.schema.names == kept_b.schema.names
+    assert [f.type for f in kept_a.schema] == [f.type for f in kept_b.schema]
+    assert kept_a.to_pylist() == kept_b.to_pylist()  # in input order, both
+    key = lambda r: (r["file"], r["line"])  # noqa: E731
+    assert sorted(_rows(a.output / "removed" / "read"), key=key) == sorted(_rows(b.output / "removed" / "read"), key=key)
+    assert a.stages[0].stats.get("removed_by_reason") == b.stages[0].stats.get("removed_by_reason")
+    for k in ("files", "skipped_files", "skipped_examples"):
+        assert a.stages[0].stats.get(k) == b.stages[0].stats.get(k), k
+    if dedup_label:
+        by_id = lambda r: r["id"]  # noqa: E731
+        removed_a = sorted(_rows(a.output / "removed" / dedup_label), key=by_id)
+        removed_b = sorted(_rows(b.output / "removed" / dedup_label), key=by_id)
+        assert removed_a == removed_b
+        if removed_a:
+            ra, rb = _table(a.output / "removed" / dedup_label), _table(b.output / "removed" / dedup_label)
+            assert [(f.name, f.type) for f in ra.schema] == [(f.name, f.type) for f in rb.schema]
+        sa, sb = a.stages[1].stats, b.stages[1].stats
+        for k in ("bands", "rows", "probes", "candidate_pairs", "ambiguous_pairs", "components",
+                  "largest_component", "component_sizes", "removed_by_reason"):
+            assert sa.get(k) == sb.get(k), k
+
+
+def test_a_dedup_gives_the_spark_engines_rows(spark, prefect_server, inputs, tmp_path):
+    a, b = _both(spark, inputs, tmp_path, [{"stage": "dedup_minhash"}])
+    _same_outputs(a, b, "dedup_minhash")
+    assert b.stages[1].removed > 10  # the pool's planted near-duplicates
+    ids = [r["id"] for r in _rows(b.output / "kept") + _rows(b.output / "removed" / "dedup_minhash")]
+    assert len(ids) == len(set(ids)) and {"x", "x#1", "x#1#1", "x#2", "12", "12#1"} <= set(ids)
+
+
+@pytest.mark.parametrize("stage", [
+    {"stage": "dedup_minhash", "per_source": True, "check": "exact", "threshold": 0.7},
+    {"stage": "dedup_minhash", "check": "none", "bands": 16, "rows": 8, "probes": 1, "num_perm": 128},
+], ids=["per-source-exact", "plain-lsh"])
+def test_other_dedup_settings_give_the_spark_engines_rows(spark, prefect_server, inputs, tmp_path, stage):
+    a, b = _both(spark, inputs, tmp_path, [stage], write={"max_records_per_file": 100})
+    _same_outputs(a, b, "dedup_minhash")
+    assert len(list((b.output / "kept").glob("*.parquet"))) > 5  # 100 rows a file at most
+    assert max(pq.read_metadata(f).num_rows for f in (b.output / "kept").glob("*.parquet")) <= 100
+
+
+def test_a_plain_read_and_write_gives_the_spark_engines_rows(spark, prefect_server, inputs, tmp_path):
+    a, b = _both(spark, inputs, tmp_path, [], write={"columns": ["id", "text"]})
+    _same_outputs(a, b, None)
+    assert _table(b.output / "kept").schema.names == ["id", "text"]
+
+
+def test_a_large_gz_file_in_blocks_gives_the_whole_files_rows(inputs, tmp_path, monkeypatch):
+    from pipelines import read
+
+    cfg = lambda out: parse_config({"output": str(out), "engine": "local",  # noqa: E731
+                                    "inputs": [{"path": str(POOL / "docs.jsonl.gz"), "source": "d"}],
+                                    "stages": [{"stage": "dedup_minhash"}]}, Path("/"), "gz")
+    whole = run_curation(cfg(tmp_path / "whole"))
+    monkeypatch.setattr(read, "GZ_SPLIT_BYTES", 1)
+    monkeypatch.setattr(local_engine, "LOCAL_GZ_BLOCK", 64 << 10)
+    blocks = run_curation(cfg(tmp_path / "blocks"))
+    assert blocks.stages[0].stats["gz_files_in_blocks"] == 1
+    assert "gz_files_in_blocks" not in whole.stages[0].stats
+    assert _rows(whole.output / "kept") == _rows(blocks.output / "kept")
+    assert sorted(_rows(whole.output / "removed" / "dedup_minhash"), key=lambda r: r["id"]) == \
+        sorted(_rows(blocks.output / "removed" / "dedup_minhash"), key=lambda r: r["id"])
+
+
+def test_candidate_pairs_are_the_bucket_kernels(spark):
+    """The local engine's per-band candidates against the Spark engine's kernel over sorted rows."""
+    from pipelines.minhash_lsh import bucket_pairs_kernel
+
+    rng = np.random.default_rng(7)
+    for n, bands, per_source in ((3000, 6, False), (4000, 5, True), (1, 3, False), (0, 2, True)):
+        keys = rng.integers(0, 200, size=(n, bands)) + np.arange(bands) * 1000  # a band's keys are its own
+        nodes = np.sort(rng.choice(10 ** 12, n, replace=False)).astype(np.int64)
+        codes = rng.integers(0, 3, n) if per_source else None
+        src, dst = local_engine.candidate_pairs(nodes, keys, codes)
+        key, node = keys.ravel(), np.repeat(nodes, bands)
+        if per_source:
+            code = np.repeat(codes, bands)
+            o = np.lexsort((node, code, key))
+            batch = pa.record_batch([pa.array(key[o]), pa.array(code[o]), pa.array(node[o])], names=["key", "source", "node"])
+        else:
+            o = np.lexsort((node, key))
+            batch = pa.record_batch([pa.array(key[o], pa.int64()), pa.array(node[o], pa.int64())], names=["key", "node"])
+        pairs = list(bucket_pairs_kernel(["source"] if per_source else [])(iter([batch])))
+        expected = {(int(s), int(d)) for p in pairs for s, d in zip(p.column("src").to_numpy(), p.column("dst").to_numpy())}
+        assert set(zip(src.tolist(), dst.tolist())) == expected
+        assert len(src) == len(expected) and bool(np.all(src > dst))
+
+
+def test_rekeying_follows_the_spark_rule():
+    ids = ["a", "a#1", "a", "b", "a", "b", "c"]
+    nodes = np.arange(len(ids), dtype=np.int64)
+    new = local_engine.rekey_ids(local_engine._id_hashes(ids), nodes, lambda ns: {int(n): ids[n] for n in ns})
+    final = [new.get(i, x) for i, x in enumerate(ids)]
+    # round 1: a, a#1, a#1, b, a#2, b#1, c; round 2: the second a#1 becomes a#1#1
+    assert final == ["a", "a#1", "a#1#1", "b", "a#2", "b#1", "c"]
+    assert local_engine.rekey_ids(local_engine._id_hashes(["p", "q"]), np.arange(2), lambda ns: {}) == {}
+
+
+def test_the_engine_is_chosen_from_the_run(tmp_path):
+    dedup = [("dedup_minhash", DedupMinhashParams())]
+    assert local_engine.choose("auto", "local[*]", dedup, 10)[0] == "local"
+    assert local_engine.choose("auto", "local[*]", [], 10)[0] == "local"
+    assert local_engine.choose("auto", "spark://h:7077", dedup, 10)[0] == "spark"
+    assert local_engine.choose("auto", None, dedup, local_engine.LOCAL_MAX_BYTES + 1)[0] == "spark"
+    assert local_engine.choose("auto", None, dedup + [("score", None)], 10)[0] == "spark"
+    assert local_engine.choose("auto", None, [("dedup_minhash", DedupMinhashParams(score_column="s"))], 10)[0] == "spark"
+    assert local_engine.choose("spark", None, dedup, 10)[0] == "spark"
+    assert local_engine.choose("local", None, dedup, local_engine.LOCAL_MAX_BYTES * 4)[0] == "local"
+    with pytest.raises(WinnowError, match="engine local: not possible here: the local engine runs read, "
+                       "dedup_minhash and write only; this run has heuristics"):
+        local_engine.choose("local", None, [("heuristics", None)], 10)
+    with pytest.raises(WinnowError, match="a Spark master is given"):
+        local_engine.choose("local", "yarn", dedup, 10)
+
+
+def test_an_impossible_local_engine_stops_before_the_output_is_touched(tmp_path):
+    out = tmp_path / "out"
+    cfg = parse_config({"output": str(out), "engine": "local",
+                        "inputs": [{"path": str(POOL / "docs.jsonl.gz"), "source": "d"}],
+                        "stages": [{"stage": "dedup_exact"}]}, Path("/"), "x")
+    with pytest.raises(WinnowError, match="engine local: not possible here"):
+        run_curation(cfg)
+    assert not out.exists()
+
+
+def test_minhash_truth_holds_on_the_local_engine(tmp_path):
+    """The sample pool's near-duplicate truth (exact shingle Jaccard >= 0.8): the local engine's
+    removed rows reach the same precision and recall bar as the Spark stage's test."""
+    truth = {json.loads(line)["id"] for line in (DATA / "sample" / "minhash_truth.jsonl").read_text().splitlines()}
+    cfg = parse_config({"output": str(tmp_path / "out"), "engine": "local",
+                        "inputs": [{"path": str(POOL), "source": "pool"}],
+                        "stages": [{"stage": "dedup_minhash"}]}, Path("/"), "truth")
+    summary = run_curation(cfg)
+    removed = {r["id"] for r in _rows(summary.output / "removed" / "dedup_minhash")}
+    hits = len(removed & truth)
+    assert hits / len(removed) >= 0.95 and hits / len(truth) >= 0.95, (hits, len(removed), len(truth))
