@@ -77,6 +77,9 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
             if sizes is None:
                 continue
             lines += ["", f"### {r.name}: near-duplicate component sizes", ""]
+            if not sizes:  # nothing to tabulate or plot
+                lines.append("No near-duplicates: no document is in a component.")
+                continue
             lines += ["| component size | components | documents | removed |", "|---:|---:|---:|---:|"]
             for size, count in sorted((int(k), int(v)) for k, v in sizes.items()):
                 lines.append(f"| {size:,} | {count:,} | {size * count:,} | {(size - 1) * count:,} |")
@@ -188,7 +191,7 @@ def write_plots(records: list[StageRecord], output: Path) -> list[Path]:
             written.append(path)
     for r in records:
         sizes = r.stats.get("component_sizes")
-        if sizes is None:
+        if not sizes:  # None, or no component: the report says so, an empty chart would not
             continue
         import matplotlib
 

@@ -200,3 +200,16 @@ def test_minhash_truth_holds_on_the_local_engine(tmp_path):
     removed = {r["id"] for r in _rows(summary.output / "removed" / "dedup_minhash")}
     hits = len(removed & truth)
     assert hits / len(removed) >= 0.95 and hits / len(truth) >= 0.95, (hits, len(removed), len(truth))
+
+
+def test_a_run_without_near_duplicates_reports_so_and_draws_no_empty_chart(tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"id": "a", "text": "one short document"}) + "\n")
+    cfg = parse_config({"output": str(tmp_path / "out"), "inputs": [{"path": str(one), "source": "one"}],
+                        "stages": [{"stage": "dedup_minhash"}]}, Path("/"), "one")
+    summary = run_curation(cfg)
+    assert summary.manifest["engine"]["name"] == "local"  # auto: a dedup of a few bytes
+    assert [(s.name, s.n_in, s.kept) for s in summary.stages] == [("read", 1, 1), ("dedup_minhash", 1, 1), ("write", 1, 1)]
+    assert summary.stages[1].stats["component_sizes"] == {}
+    assert "No near-duplicates: no document is in a component." in (summary.output / "report.md").read_text()
+    assert not (summary.output / "plots" / "dedup_minhash-component-sizes.png").exists()
