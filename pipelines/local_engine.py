@@ -374,8 +374,11 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
     say = progress or (lambda name, record: None)
     records: list[LocalStage] = []
     # forkserver: the workers are forked from a clean server process, not from this one (which
-    # may hold threads: a fork of a threaded process can deadlock)
-    with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("forkserver")) as pool:
+    # may hold threads: a fork of a threaded process can deadlock). The server imports this
+    # module once and every worker is forked with it loaded, instead of each importing it.
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
         say("read", None)
         start = time.perf_counter()
         units, read_stats = plan_units(tasks, n_workers, pool)
