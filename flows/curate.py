@@ -293,6 +293,13 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     finally:
         _LIVE.pop(key, None)
     shutil.rmtree(output / "_work", ignore_errors=True)
+    extra = {"spark": session_settings(spark), **({"started_from": start} if start else {})}
+    return _finish(cfg, output, started, records, training, prints, {"name": "spark", "why": why}, extra)
+
+
+def _finish(cfg: RunConfig, output: Path, started: dt.datetime, records: list[StageRecord], training: list,
+            prints: list[dict], engine: dict[str, Any], extra: dict[str, Any]) -> RunSummary:
+    """manifest.json, report.md and the plots of a finished run, whichever engine ran it."""
     manifest = {
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -303,9 +310,8 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
         "stages": [r.as_json() for r in records],
         "training": training,
         "inputs": prints,
-        "engine": {"name": "spark", "why": why},
-        "spark": session_settings(spark),
-        **({"started_from": start} if start else {}),
+        "engine": engine,
+        **extra,
         "config": cfg.model_dump(mode="json", by_alias=True),
     }
     write_plots(records, output)
@@ -365,23 +371,7 @@ def _run_local(cfg: RunConfig, files: list, skipped: list[str], stage_plans: lis
         if r.n_in != r.kept + r.removed:
             raise AccountingError(f"stage {r.name}: in {r.n_in} != kept {r.kept} + removed {r.removed}")
     prints = sorted((file_fingerprint(p) for p in sorted({f.path for f in files})), key=lambda r: r["path"])
-    manifest = {
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "output": str(output),
-        "code_version": code_version(),
-        "counts": {"in": records[0].n_in, "kept": records[-1].kept,
-                   "removed": sum(r.removed for r in records)},
-        "stages": [r.as_json() for r in records],
-        "training": [],
-        "inputs": prints,
-        "engine": {"name": "local", "why": why, "workers": n},
-        "config": cfg.model_dump(mode="json", by_alias=True),
-    }
-    write_plots(records, output)
-    write_manifest(output / "manifest.json", manifest)
-    (output / "report.md").write_text(report_markdown(records, manifest))
-    return RunSummary(output=output, stages=records, manifest=manifest)
+    return _finish(cfg, output, started, records, [], prints, {"name": "local", "why": why, "workers": n}, {})
 
 
 def _record(stage) -> StageRecord:
