@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -21,7 +20,7 @@ from core.errors import WinnowError
 from core.params import param
 from filters.text import NORMALIZATIONS, content_hashes
 
-from .stage import Columns, StageContext, StageResult
+from .stage import Columns, StageContext, StageResult, series_udf
 
 NAME = "dedup_exact"
 
@@ -46,11 +45,12 @@ def columns(params: DedupExactParams) -> Columns:
 
 
 def _hash_column(mode: str):
-    @F.pandas_udf(T.BinaryType())
-    def content_hash(texts: pd.Series) -> pd.Series:
-        return pd.Series(content_hashes(texts.tolist(), mode))  # type: ignore[arg-type]
+    def content_hash(texts):
+        import pandas as pd
 
-    return content_hash
+        return pd.Series(content_hashes(texts.tolist(), mode))
+
+    return series_udf(T.BinaryType(), content_hash)
 
 
 def apply(df: DataFrame, params: DedupExactParams, ctx: StageContext) -> StageResult:

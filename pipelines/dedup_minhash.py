@@ -44,20 +44,18 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import minhash_kernel as mk
-from . import minhash_numba as mn
 from .components import LOCAL_EDGES, connected_components
 from .minhash_lsh import (  # noqa: F401 - re-exported: the stage's parameters and kernels
     CHECKS, MAX_NUM_PERM, MAX_PROBES, NAME, NODE_ROW_BITS, PROBE_STREAM, DedupMinhashParams, band_keys,
-    band_rows, bucket_pairs_kernel, explain, local_components, shingle_sets, signatures, verify_bin,
+    band_rows, bucket_pairs_kernel, explain, kernel_name, local_components, shingle_sets, signatures, verify_bin,
 )
-from .stage import Columns, StageContext, StageResult
+from .stage import Columns, StageContext, StageResult, series_udf
 
 # Documents (in ambiguous pairs; in components) up to which the joins that pick them out of the
 # corpus broadcast their ids (2M longs, about 16 MB on every executor; with ids and tags, about
@@ -120,15 +118,16 @@ def _signature_kernel(num_perm: int, ngram: int, seed: int):
 
 
 def _agreement_udf():
-    @F.pandas_udf(T.DoubleType())
-    def agreement(a: pd.Series, b: pd.Series) -> pd.Series:
+    def agreement(a, b):
+        import pandas as pd
+
         if len(a) == 0:
             return pd.Series([], dtype=float)
         sa = np.frombuffer(b"".join(a), dtype=np.uint32).reshape(len(a), -1)
         sb = np.frombuffer(b"".join(b), dtype=np.uint32).reshape(len(b), -1)
         return pd.Series(mk.estimated_jaccard(sa, sb))
 
-    return agreement
+    return series_udf(T.DoubleType(), agreement)
 
 
 def _shingle_set_kernel(ngram: int):
@@ -145,12 +144,13 @@ def _shingle_set_kernel(ngram: int):
 
 
 def _set_jaccard_udf():
-    @F.pandas_udf(T.DoubleType())
-    def exact_jaccard(a: pd.Series, b: pd.Series) -> pd.Series:
+    def exact_jaccard(a, b):
+        import pandas as pd
+
         return pd.Series([mk.jaccard(np.frombuffer(x, dtype=np.uint64), np.frombuffer(y, dtype=np.uint64))
                           for x, y in zip(a, b)], dtype=float)
 
-    return exact_jaccard
+    return series_udf(T.DoubleType(), exact_jaccard)
 
 
 
@@ -246,7 +246,7 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     )
     candidates = ctx.persist(_candidates(kernel_in.mapInArrow(kernel, bucket_type), extra))
 
-    stats: dict = {"bands": b, "rows": r, "probes": params.probes, "kernel": "numba" if mn.AVAILABLE else "numpy",
+    stats: dict = {"bands": b, "rows": r, "probes": params.probes, "kernel": kernel_name(),
                    "candidate_pairs": candidates.count()}
     labels = None
     if params.check != "none" and stats["candidate_pairs"] <= LOCAL_EDGES:

@@ -18,7 +18,24 @@ from core.errors import WinnowError
 from core.params import param
 
 from . import minhash_kernel as mk
-from . import minhash_numba as mn
+
+
+class _Numba:
+    """`minhash_numba`, imported on first use (numba's import is about 0.25 s: a command that only
+    parses its arguments, or a run that computes no signature, does without it)."""
+
+    def __getattr__(self, name: str):
+        from . import minhash_numba
+
+        return getattr(minhash_numba, name)
+
+
+mn = _Numba()
+
+
+def kernel_name() -> str:
+    """Which signature kernel runs: numba (compiled) where it is installed, else numpy."""
+    return "numba" if mn.AVAILABLE else "numpy"
 
 NAME = "dedup_minhash"  # the stage these parameters configure
 CHECKS = ("signature", "exact", "none")
