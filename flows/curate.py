@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from core.errors import AccountingError, WinnowError
+from core.errors import AccountingError, ConfigError, WinnowError
 from pipelines import READ_COLUMNS, STAGES, check_columns, read, write
 from pipelines.stage import StageContext, StageResult, removed_by_reason
 
@@ -267,7 +267,8 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     files, skipped = read.expand_inputs_and_skips(input_specs(cfg)) if not start else ([], [])
     # so does a stage that needs a column no stage before it adds
     stage_plans = plans(cfg)
-    check_columns([(p.label, p.name, p.params) for p in stage_plans], _start_columns(start))
+    final = check_columns([(p.label, p.name, p.params) for p in stage_plans], _start_columns(start))
+    _check_write_columns(cfg, final)
     engine, why = _engine(cfg, stage_plans, files, spark, start, keep)  # refuses an impossible engine = local
     prepare(output, cfg.overwrite)  # refuses before it deletes anything
     if not start:
@@ -297,6 +298,18 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     return _finish(cfg, output, started, records, training, prints, {"name": "spark", "why": why}, extra)
 
 
+def _check_write_columns(cfg: RunConfig, columns: list[str]) -> None:
+    """[write] columns that match none of the columns the run ends with would write rows with no
+    columns: one ConfigError line before anything is read."""
+    from fnmatch import fnmatchcase
+
+    patterns = cfg.write.columns
+    shown = [c for c in columns if not c.startswith("_")]
+    if patterns and not any(fnmatchcase(c, p) for c in shown for p in patterns):
+        raise ConfigError(f"[write] columns {list(patterns)} match none of the columns the run writes "
+                          f"({', '.join(shown)})")
+
+
 def _finish(cfg: RunConfig, output: Path, started: dt.datetime, records: list[StageRecord], training: list,
             prints: list[dict], engine: dict[str, Any], extra: dict[str, Any]) -> RunSummary:
     """manifest.json, report.md and the plots of a finished run, whichever engine ran it."""
@@ -320,26 +333,17 @@ def _finish(cfg: RunConfig, output: Path, started: dt.datetime, records: list[St
     return RunSummary(output=output, stages=records, manifest=manifest)
 
 
-def _input_bytes(files: list) -> int:
-    total = 0
-    for path in {f.path for f in files}:
-        if os.path.isdir(path):
-            total += sum(os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(path) for n in names)
-        else:
-            total += os.path.getsize(path)
-    return total
-
-
 def _engine(cfg: RunConfig, stage_plans: list, files: list, spark, start: str | None,
             keep: tuple[str, str] | None) -> tuple[str, str]:
     """(engine, why) of this run (`pipelines.local_engine.choose`): a run given a SparkSession, one
     that starts from an earlier stage's output or keeps one for validate, runs on Spark."""
-    from pipelines.local_engine import choose
+    from pipelines.local_engine import choose, text_bytes
 
     if cfg.engine == "auto" and (spark is not None or start or keep):
         return "spark", "a SparkSession is given" if spark is not None else "the run resumes or keeps a stage"
-    return choose(cfg.engine, cfg.spark.master, [(p.name, p.params) for p in stage_plans],
-                  _input_bytes(files), has_train=bool(cfg.train) or bool(start or keep))
+    other = ("the run trains a scorer ([[train]])" if cfg.train else
+             "the run keeps a stage for validate or resumes one" if start or keep or cfg.validate_ is not None else None)
+    return choose(cfg.engine, cfg.spark.master, [(p.name, p.params) for p in stage_plans], text_bytes(files), other)
 
 
 def _run_local(cfg: RunConfig, files: list, skipped: list[str], stage_plans: list, output: Path,

@@ -107,7 +107,7 @@ class RunOptions:
                                help="Spark master: local[*] (the default), spark://host:7077, yarn, k8s://..., "
                                "or a Spark Connect address sc://host:15002")
     engine: str | None = param(None, metavar="ENGINE",
-                               help="auto (the default: a dedup of up to 1 GiB of input on one machine runs on the "
+                               help="auto (the default: a dedup of up to 1 GiB of text on one machine runs on the "
                                "local engine, a process pool without Spark; anything else on Spark), spark or local")
     overwrite: bool | None = param(None, help="replace an earlier Winnow run in the output directory: deletes "
                                    "only the entries its .winnow-owned.json lists (a directory without one is "

@@ -16,18 +16,20 @@ large `.gz`), in input order:
    file under `<output>/_work/read/`; the worker returns the kept rows' nodes (``_file << 40 |
    _row``), their band keys, and a 64-bit hash of every row's id. Repeated ids are re-keyed as the
    Spark engine does (`<id>#<k>` in input order, rounds until unique).
-2. **candidates**: the band keys of all documents sorted on the driver (16 bytes a document and
-   band), each bucket's members paired with its first member and with the one before
-   (`minhash_lsh.bucket_pairs_kernel`).
-3. **check**: the candidate graph's components packed in bins of about `BIN_DOCS` documents; the
-   bins' texts are fetched from the unit files and each bin is checked in a worker
+2. **candidates** (driver): one band at a time, the band's repeated keys sorted with their
+   nodes, each bucket's members paired with its first member and with the one before (as
+   `minhash_lsh.bucket_pairs_kernel` pairs them).
+3. **check**: the candidate graph's components packed in bins of about `BIN_DOCS` documents;
+   the pool reads the candidates' texts from the unit files and the driver appends them, a unit
+   at a time, to one Arrow spill file per bin; each bin is checked in a worker
    (`minhash_lsh.verify_bin`), which labels the components of the pairs that pass.
 4. **write**: each unit's file is split into kept rows (`<output>/kept/`), rows removed by `read`
    and rows removed as near-duplicates, with the ids of the components' first documents.
 
 The driver holds per document its node and band keys (8 bytes x (1 + bands x probes): 456 bytes
-at the defaults), never its text: `LOCAL_MAX_BYTES` of input bounds that to a few hundred MB.
-Past it, or with a master URL, another stage, or `score_column`, a run goes to Spark (`choose`).
+at the defaults), and never more than a few units' candidate texts: `LOCAL_MAX_BYTES` of text
+bounds the keys to about a GB. Past it, or with a master URL, another stage, a second dedup, or
+`score_column`, a run goes to Spark (`choose`).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -52,13 +55,20 @@ from .read_kernel import FileTask, gunzip_blocks, piece_counts, read_block, read
 from .schema import READ_ARROW_SCHEMA
 
 ENGINES = ("auto", "spark", "local")
-# Input bytes (on disk, compressed or not) up to which `auto` picks the local engine.
+# Bytes of text (estimated: `text_bytes`) up to which `auto` picks the local engine. The driver
+# holds 456 bytes a document at the defaults: 1 GiB of 500-byte documents is about 1 GB there.
 LOCAL_MAX_BYTES = 1 << 30
+COMPRESSED_RATIO = 4  # text bytes per byte of gzip or zstd JSONL, for the estimate (3-5 on web text)
 # Decompressed bytes per block of a large .gz file: fewer, larger units than Spark's 1 MB blocks
 # (each unit is a file read back twice; a core still gets many of them).
 LOCAL_GZ_BLOCK = 8 << 20
-# Documents per bin of the check, as in the Spark engine (`dedup_minhash.BIN_DOCS`).
+# Documents per bin of the check, as in the Spark engine (`dedup_minhash.BIN_DOCS`), and at most
+# MAX_BINS bins (each is a spill file open while the texts are gathered).
 BIN_DOCS = 2_000
+MAX_BINS = 256
+# Jobs submitted to the pool and not yet collected, where each carries or returns data (blocks of
+# a .gz file, gathered texts): enough to keep every worker busy, few enough to bound memory.
+IN_FLIGHT = 2 * max(1, os.cpu_count() or 1)
 NODE_ROW_BITS = lsh.NODE_ROW_BITS
 _META = pa.list_(pa.field("element", pa.struct([pa.field("key", pa.string(), False), pa.field("value", pa.string())]),
                           nullable=False))  # as Spark writes map_entries
@@ -73,10 +83,12 @@ def workers() -> int:
 
 
 def choose(engine: str, master: str | None, stages: list[tuple[str, Any]], input_bytes: int,
-           has_train: bool = False) -> tuple[str, str]:
+           other: str | None = None) -> tuple[str, str]:
     """(engine, why): the engine a run gets. `stages` are (registry name, params) of the
-    configured stages. `local` when asked for and possible, or under `auto` when the run is a
-    local-mode dedup of at most LOCAL_MAX_BYTES; a run `local` cannot do under an explicit
+    configured stages; `input_bytes` the text the inputs hold, estimated (`text_bytes`);
+    `other`: what else in the run needs Spark ([[train]], validate, a resumed stage), if
+    anything. `local` when asked for and possible, or under `auto` when the run is a local-mode
+    dedup of at most LOCAL_MAX_BYTES; a run `local` cannot do under an explicit
     ``engine = "local"`` is a one-line error."""
     if engine not in ENGINES:
         raise WinnowError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
@@ -85,8 +97,10 @@ def choose(engine: str, master: str | None, stages: list[tuple[str, Any]], input
     why = None
     if master and not master.startswith("local"):
         why = f"a Spark master is given ({master})"
-    elif has_train:
-        why = "the run trains a scorer ([[train]])"
+    elif other:
+        why = other
+    elif len(stages) > 1:
+        why = "the local engine runs one stage between read and write; this run has " + ", ".join(n for n, _ in stages)
     elif any(name != lsh.NAME for name, _ in stages):
         why = "the local engine runs read, dedup_minhash and write only; this run has " + ", ".join(
             sorted({name for name, _ in stages if name != lsh.NAME}))
@@ -99,8 +113,23 @@ def choose(engine: str, master: str | None, stages: list[tuple[str, Any]], input
     if why:
         return "spark", why
     if input_bytes > LOCAL_MAX_BYTES:
-        return "spark", f"the input is {input_bytes:,} bytes, above the local engine's {LOCAL_MAX_BYTES:,}"
-    return "local", f"a dedup of {input_bytes:,} bytes of input on one machine"
+        return "spark", (f"the input holds about {input_bytes:,} bytes of text, above the local engine's "
+                         f"{LOCAL_MAX_BYTES:,}")
+    return "local", f"a dedup of about {input_bytes:,} bytes of text on one machine"
+
+
+def text_bytes(files: list[FileTask]) -> int:
+    """The text the input files hold, estimated from their sizes: compressed JSONL counts
+    COMPRESSED_RATIO times its size (the driver's memory goes with the number of documents,
+    which the compressed size understates)."""
+    total = 0
+    for path in {f.path for f in files}:
+        if os.path.isdir(path):
+            total += sum(os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(path) for n in names)
+            continue
+        size = os.path.getsize(path)
+        total += size * COMPRESSED_RATIO if path.lower().endswith((".gz", ".zst", ".zstd")) else size
+    return total
 
 
 # --- units of work ------------------------------------------------------------------------------
@@ -115,20 +144,19 @@ class Unit:
 def plan_units(tasks: list[FileTask], n_workers: int, pool) -> tuple[Iterable[Unit], dict[str, int]]:
     """The units of work in input order, lazily (a large `.gz` file's blocks are decompressed
     as the pool takes them), and the read stage's stats about them. Large plain and zstd JSONL
-    and Parquet files are cut as the Spark engine cuts them (`read.plan_pieces`); a `.gz` file
-    of at least GZ_SPLIT_BYTES is decompressed here into blocks of whole lines (LOCAL_GZ_BLOCK) when the
-    files are fewer than the workers."""
+    and Parquet files are cut as the Spark engine cuts them (`read.plan_pieces`); every `.gz`
+    file of at least GZ_SPLIT_BYTES is decompressed here into blocks of whole lines
+    (LOCAL_GZ_BLOCK). A single-frame `.zst` file cannot be cut and is one unit."""
     from .read import gz_to_split, piece_bytes, plan_pieces
 
     pieces = plan_pieces(tasks, piece_bytes(tasks, n_workers), lambda ps: list(pool.map(piece_counts, ps)))
-    gz = set(p.index for p in gz_to_split(pieces, n_workers))
+    # every large .gz in blocks, however many files there are: a worker never holds a whole file
+    gz = set(p.index for p in gz_to_split(pieces, len(pieces) + 1))
     stats: dict[str, int] = {}
-    if len(pieces) > len(tasks):
-        stats["read_tasks"] = len(pieces)
     if gz:
         stats["gz_files_in_blocks"] = len(gz)
 
-    def units() -> Iterable[Unit]:
+    def units() -> Iterable[Unit]:  # stats["read_tasks"] is completed by the caller, who counts them
         i = 0
         for p in pieces:
             if p.index in gz:
@@ -165,43 +193,68 @@ def _id_hashes(ids: list[str]) -> np.ndarray:
 
 
 def read_unit(unit: Unit, work: str, sig: SignatureSpec | None, per_source: bool) -> dict[str, Any]:
-    """Read one unit into `<work>/read-<index>.parquet` (READ_ARROW_SCHEMA); return its row count,
-    its kept rows' nodes (and band keys, and sources with `per_source`) and its rows' id hashes."""
-    batches = list(read_block(unit.task, unit.block) if unit.block is not None else read_file(unit.task))
-    table = pa.Table.from_batches(batches, schema=READ_ARROW_SCHEMA)
+    """Read one unit into `<work>/read-<index>.parquet` (READ_ARROW_SCHEMA), a batch at a time;
+    return its row count, its kept rows' nodes (and band keys, and sources with `per_source`),
+    every row's node and id hash, and the kinds of its rows' errors."""
     path = os.path.join(work, f"read-{unit.index:06d}.parquet")
-    pq.write_table(table, path, compression="none")  # read back twice soon, from the page cache
-    errors = table.column("_error")
-    ok = table.filter(pc.is_null(errors))
-    all_nodes = _nodes(table)
-    out: dict[str, Any] = {"index": unit.index, "path": path, "rows": table.num_rows, "all_nodes": all_nodes,
-                           "id_hash": _id_hashes(table.column("id").to_pylist()), "nodes": _nodes(ok)}
-    out["kinds"] = Counter(reason_kind(r) for r in errors.drop_null().to_pylist())
-    if table.num_rows:
-        out["lo"], out["hi"] = int(all_nodes.min()), int(all_nodes.max())
+    batches = read_block(unit.task, unit.block) if unit.block is not None else read_file(unit.task)
+    rows, all_nodes, nodes, hashes, keys, sources = 0, [], [], [], [], []
+    kinds: Counter = Counter()
+    # uncompressed: read back twice soon, from the page cache
+    with pq.ParquetWriter(path, READ_ARROW_SCHEMA, compression="none") as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+            errors = batch.column("_error")
+            ok = batch.filter(pc.is_null(errors))
+            all_nodes.append(_nodes(batch))
+            nodes.append(_nodes(ok))
+            hashes.append(_id_hashes(batch.column("id").to_pylist()))
+            kinds.update(reason_kind(r) for r in errors.drop_null().to_pylist())
+            if sig is not None:
+                texts = [t or "" for t in ok.column("text").to_pylist()]
+                keys.append(lsh.band_keys(lsh.signatures(texts, sig.num_perm, sig.ngram, sig.seed), sig.positions))
+                if per_source:
+                    sources += ok.column("source").to_pylist()
+    cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
+    out: dict[str, Any] = {"index": unit.index, "path": path, "rows": rows, "all_nodes": cat(all_nodes, np.int64),
+                           "id_hash": cat(hashes, np.uint64), "nodes": cat(nodes, np.int64), "kinds": kinds}
+    if rows:
+        out["lo"], out["hi"] = int(out["all_nodes"].min()), int(out["all_nodes"].max())
     if sig is not None:
-        texts = [t or "" for t in ok.column("text").to_pylist()]
-        out["keys"] = lsh.band_keys(lsh.signatures(texts, sig.num_perm, sig.ngram, sig.seed), sig.positions)
+        out["keys"] = np.concatenate(keys) if keys else np.zeros((0, len(sig.positions)), np.int64)
         if per_source:
-            out["sources"] = ok.column("source").to_pylist()
+            out["sources"] = sources
     return out
 
 
-def gather_unit(path: str, wanted: np.ndarray, id_nodes: np.ndarray) -> dict[str, Any]:
-    """From one unit file: the texts of the `wanted` nodes and the ids of the `id_nodes`, as
-    Arrow arrays (they pickle as buffers, not as Python strings)."""
-    table = pq.read_table(path, columns=["id", "text", "_file", "_row", "_error"])
-    nodes = _nodes(table)
-    good = pc.is_null(table.column("_error")).to_numpy(zero_copy_only=False)
-    take = np.isin(nodes, wanted) & good
-    named = np.isin(nodes, id_nodes) & good
-    return {"nodes": nodes[take], "texts": table.column("text").filter(pa.array(take)).combine_chunks(),
-            "id_nodes": nodes[named], "ids": table.column("id").filter(pa.array(named)).to_pylist()}
+def gather_unit(path: str, wanted: np.ndarray, bins: np.ndarray, id_nodes: np.ndarray) -> dict[str, Any]:
+    """From one unit file, a batch at a time: the `wanted` nodes (sorted) with their `bins` and
+    texts, and the ids of the `id_nodes`. Texts come back as an Arrow array (it pickles as
+    buffers, not as Python strings)."""
+    got_nodes, got_texts, named, ids = [], [], [], []
+    for batch in pq.ParquetFile(path).iter_batches(columns=["id", "text", "_file", "_row", "_error"]):
+        nodes = _nodes(batch)
+        good = pc.is_null(batch.column("_error")).to_numpy(zero_copy_only=False)
+        take = np.isin(nodes, wanted) & good
+        name = np.isin(nodes, id_nodes) & good
+        got_nodes.append(nodes[take])
+        got_texts.append(batch.column("text").filter(pa.array(take)))
+        named.append(nodes[name])
+        ids += batch.column("id").filter(pa.array(name)).to_pylist()
+    found = np.concatenate(got_nodes) if got_nodes else np.zeros(0, np.int64)
+    return {"nodes": found, "bins": bins[np.searchsorted(wanted, found)] if len(found) else np.zeros(0, np.int64),
+            "texts": pa.concat_arrays(got_texts) if got_texts else pa.array([], pa.string()),
+            "id_nodes": np.concatenate(named) if named else np.zeros(0, np.int64), "ids": ids}
 
 
-def check_bin(nodes: np.ndarray, texts: list[str | None], src: np.ndarray, dst: np.ndarray,
-              params: lsh.DedupMinhashParams) -> tuple[np.ndarray, np.ndarray, int]:
-    return lsh.verify_bin(nodes, [t or "" for t in texts], src, dst, params)
+def check_bin(path: str, src: np.ndarray, dst: np.ndarray, params: lsh.DedupMinhashParams
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check one bin of candidate pairs: its documents' texts from the bin's spill file."""
+    with pa.memory_map(path) as source:
+        table = pa.ipc.open_file(source).read_all()
+    nodes = table.column("node").to_numpy()
+    return lsh.verify_bin(nodes, [t or "" for t in table.column("text").to_pylist()], src, dst, params)
 
 
 @dataclass(frozen=True)
@@ -227,15 +280,17 @@ def _meta_as_list(column: pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, items, type=_META, mask=arr.is_null())
 
 
-def _write_parts(table: pa.Table, directory: str, index: int, spec: WriteSpec) -> int:
+def _write_parts(table: pa.Table, directory: str, index: int, compression: str = "zstd", most: int = 0) -> int:
+    """`table` as `part-<index>-<k>.parquet` files of at most `most` rows (0: one file); the
+    removed rows are written as the Spark engine writes them, zstd and unsplit."""
     if table.num_rows == 0:
         return 0
     os.makedirs(directory, exist_ok=True)
-    step = spec.max_records_per_file or table.num_rows
+    step = most or table.num_rows
     for k, start in enumerate(range(0, table.num_rows, step)):
         name = f"part-{index:06d}-{k:04d}.parquet"
         pq.write_table(table.slice(start, step), os.path.join(directory, name),
-                       compression=None if spec.compression == "none" else spec.compression)
+                       compression=None if compression == "none" else compression)
     return table.num_rows
 
 
@@ -270,7 +325,7 @@ def write_unit(path: str, index: int, spec: WriteSpec, rekey: tuple[np.ndarray, 
             "reason": errors.column("_error"), "raw": errors.column("_raw"), "file": errors.column("_path"),
             "line": errors.column("_row"),
         })
-        out["removed_read"] = _write_parts(removed, spec.removed_read, index, spec)
+        out["removed_read"] = _write_parts(removed, spec.removed_read, index)
     docs = table.filter(pa.array(~bad))
     doc_nodes = nodes[~bad]
     cluster = [None] * docs.num_rows
@@ -289,7 +344,7 @@ def write_unit(path: str, index: int, spec: WriteSpec, rekey: tuple[np.ndarray, 
             "reason": pa.array(reasons, pa.string()),
             "duplicate_of": pa.array([s for s, g in zip(survivor, gone) if g], pa.string()),
         })
-        out["removed_dedup"] = _write_parts(removed, spec.removed_dedup, index, spec)
+        out["removed_dedup"] = _write_parts(removed, spec.removed_dedup, index)
     kept = docs.filter(pa.array(~gone))
     extra = {"cluster_id": pa.array([c for c, g in zip(cluster, gone) if not g], pa.string())} \
         if spec.removed_dedup is not None else {}
@@ -298,7 +353,7 @@ def write_unit(path: str, index: int, spec: WriteSpec, rekey: tuple[np.ndarray, 
         from fnmatch import fnmatchcase
 
         written = written.select([c for c in written.column_names if any(fnmatchcase(c, p) for p in spec.columns)])
-    out["kept"] = _write_parts(written, spec.kept, index, spec)
+    out["kept"] = _write_parts(written, spec.kept, index, spec.compression, spec.max_records_per_file)
     out["schema"] = written.schema
     return out
 
@@ -378,51 +433,57 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
     # module once and every worker is forked with it loaded, instead of each importing it.
     context = mp.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
-        say("read", None)
-        start = time.perf_counter()
-        units, read_stats = plan_units(tasks, n_workers, pool)
-        per_source = bool(params and params.per_source)
-        results = list(_bounded(pool, read_unit, ((u, str(work), sig, per_source) for u in units), 2 * n_workers))
-        results.sort(key=lambda r: r["index"])
-        n_read = sum(r["rows"] for r in results)
-        order = [r for r in results if r["rows"]]
-        all_hash = np.concatenate([r["id_hash"] for r in results]) if results else np.zeros(0, np.uint64)
-        all_nodes = np.concatenate([r["all_nodes"] for r in results]) if results else np.zeros(0, np.int64)
-        rekeyed = rekey_ids(all_hash, all_nodes, lambda nodes: _fetch_ids(pool, order, nodes))
-        n_bad = sum(len(r["all_nodes"]) - len(r["nodes"]) for r in results)
-        read_record = LocalStage("read", "read", n_read, n_read - n_bad, n_bad, 0.0,
-                                 {"files": len(tasks), "skipped_files": len(skipped), **read_stats,
-                                  **({"skipped_examples": skipped[:20]} if skipped else {})})
-        kinds = sum((r["kinds"] for r in results), Counter())
-        if kinds:
-            read_record.stats["removed_by_reason"] = _by_count(kinds)
-        read_record.seconds = time.perf_counter() - start
-        records.append(read_record)
-        say("read", read_record)
-        tags_nodes = np.zeros(0, np.int64)
-        tags_cluster: list[str | None] = []
-        tags_survivor: list[str | None] = []
-        dedup_stats: dict[str, Any] = {}
-        dedup_seconds = 0.0
-        if params is not None:
-            say(label, None)
+    try:
+        with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
+            say("read", None)
             start = time.perf_counter()
-            tags_nodes, tags_cluster, tags_survivor, dedup_stats = _dedup(pool, results, order, params, rekeyed)
-            dedup_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        spec = WriteSpec(kept=str(output / "kept"), removed_read=str(output / "removed" / "read"),
-                         removed_dedup=str(output / "removed" / label) if label else None, label=label or "",
-                         compression=compression, max_records_per_file=max_records_per_file, columns=columns)
-        rk_nodes = np.array(sorted(rekeyed), dtype=np.int64)
-        rk_ids = [rekeyed[int(n)] for n in rk_nodes]
-        jobs = []
-        for r in order:
-            a, b = np.searchsorted(rk_nodes, [r["lo"], r["hi"] + 1])
-            c, d = np.searchsorted(tags_nodes, [r["lo"], r["hi"] + 1])
-            jobs.append((r["path"], r["index"], spec, (rk_nodes[a:b], rk_ids[a:b]),
-                         (tags_nodes[c:d], tags_cluster[c:d], tags_survivor[c:d])))
-        written = list(pool.map(_write_job, jobs, chunksize=1))
+            units, read_stats = plan_units(tasks, n_workers, pool)
+            per_source = bool(params and params.per_source)
+            results = list(_bounded(pool, read_unit, ((u, str(work), sig, per_source) for u in units), IN_FLIGHT))
+            results.sort(key=lambda r: r["index"])
+            if len(results) > len(tasks):  # large files read as several units
+                read_stats["read_tasks"] = len(results)
+            n_read = sum(r["rows"] for r in results)
+            order = [r for r in results if r["rows"]]
+            all_hash = np.concatenate([r["id_hash"] for r in results]) if results else np.zeros(0, np.uint64)
+            all_nodes = np.concatenate([r["all_nodes"] for r in results]) if results else np.zeros(0, np.int64)
+            rekeyed = rekey_ids(all_hash, all_nodes, lambda nodes: _fetch_ids(pool, order, nodes))
+            n_bad = sum(len(r["all_nodes"]) - len(r["nodes"]) for r in results)
+            read_record = LocalStage("read", "read", n_read, n_read - n_bad, n_bad, 0.0,
+                                     {"files": len(tasks), "skipped_files": len(skipped), **read_stats,
+                                      **({"skipped_examples": skipped[:20]} if skipped else {})})
+            kinds = sum((r["kinds"] for r in results), Counter())
+            if kinds:
+                read_record.stats["removed_by_reason"] = _by_count(kinds)
+            read_record.seconds = time.perf_counter() - start
+            records.append(read_record)
+            say("read", read_record)
+            tags_nodes = np.zeros(0, np.int64)
+            tags_cluster: list[str | None] = []
+            tags_survivor: list[str | None] = []
+            dedup_stats: dict[str, Any] = {}
+            dedup_seconds = 0.0
+            if params is not None:
+                say(label, None)
+                start = time.perf_counter()
+                tags_nodes, tags_cluster, tags_survivor, dedup_stats = _dedup(pool, results, order, params, rekeyed)
+                dedup_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            spec = WriteSpec(kept=str(output / "kept"), removed_read=str(output / "removed" / "read"),
+                             removed_dedup=str(output / "removed" / label) if label else None, label=label or "",
+                             compression=compression, max_records_per_file=max_records_per_file, columns=columns)
+            rk_nodes = np.array(sorted(rekeyed), dtype=np.int64)
+            rk_ids = [rekeyed[int(n)] for n in rk_nodes]
+            jobs = []
+            for r in order:
+                a, b = np.searchsorted(rk_nodes, [r["lo"], r["hi"] + 1])
+                c, d = np.searchsorted(tags_nodes, [r["lo"], r["hi"] + 1])
+                jobs.append((r["path"], r["index"], spec, (rk_nodes[a:b], rk_ids[a:b]),
+                             (tags_nodes[c:d], tags_cluster[c:d], tags_survivor[c:d])))
+            written = list(pool.map(_write_job, jobs, chunksize=1))
+    except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal): one line, not a traceback
+        raise WinnowError(f"local engine: a worker process died ({exc}); if it ran out of memory, rerun with "
+                          "--engine spark (engine = \"spark\")") from exc
     kept = sum(w["kept"] for w in written)
     removed_read = sum(w["removed_read"] for w in written)
     removed_dedup = sum(w["removed_dedup"] for w in written)
@@ -521,8 +582,10 @@ def _dedup(pool, results, order, params: lsh.DedupMinhashParams, rekeyed: dict[i
     nodes = np.concatenate([x["nodes"] for x in results]) if results else np.zeros(0, np.int64)
     n_bands = len(lsh.band_rows(params))
     keys = np.concatenate([x["keys"] for x in results]) if results else np.zeros((0, n_bands), np.int64)
+    for x in results:  # one copy of the keys, not two
+        x.pop("keys", None)
     stats: dict[str, Any] = {"bands": b, "rows": r, "probes": params.probes,
-                             "kernel": "numba" if lsh.mn.AVAILABLE else "numpy"}
+                             "kernel": lsh.kernel_name()}
     codes = None
     if params.per_source:
         sources = [s for x in results for s in x.get("sources", [])]
@@ -532,23 +595,18 @@ def _dedup(pool, results, order, params: lsh.DedupMinhashParams, rekeyed: dict[i
     lap("candidates")
     if params.check == "none":
         label_nodes, label_comps = lsh.local_components(src, dst)
-        id_nodes = np.unique(label_comps)
-        gathered = _gather(pool, order, np.zeros(0, np.int64), id_nodes)
+        ids = _gather(pool, order, np.zeros(0, np.int64), np.zeros(0, np.int64), np.unique(label_comps), None)
     else:
         cand_nodes, groups = lsh.local_components(src, dst)
-        gathered = _gather(pool, order, cand_nodes, cand_nodes)
-        lap("gather")
-        have, texts = gathered["nodes"], gathered["texts"]
         group_ids, group_of_node = np.unique(groups, return_inverse=True)
-        n_bins = max(1, -(-len(cand_nodes) // BIN_DOCS))
+        n_bins = min(MAX_BINS, len(group_ids), max(1, -(-len(cand_nodes) // BIN_DOCS)))  # none empty
         bin_of_node = (np.arange(len(group_ids)) % n_bins)[group_of_node]
         bin_of_pair = bin_of_node[np.searchsorted(cand_nodes, src)] if len(src) else np.zeros(0, np.int64)
-        jobs = []
-        for k in range(n_bins if len(cand_nodes) else 0):
-            members = cand_nodes[bin_of_node == k]
-            mask = bin_of_pair == k
-            at = np.searchsorted(have, members)  # every member's text was gathered
-            jobs.append((members, [texts[i] for i in at], src[mask], dst[mask], params))
+        spill = Path(results[0]["path"]).parent / "bins" if results else Path(".")
+        ids = _gather(pool, order, cand_nodes, bin_of_node, cand_nodes, spill)
+        lap("gather")
+        jobs = [(str(spill / f"bin-{k:05d}.arrow"), src[bin_of_pair == k], dst[bin_of_pair == k], params)
+                for k in range(n_bins if len(cand_nodes) else 0)]
         label_parts, comp_parts, ambiguous = [], [], 0
         for ln, lc, amb in pool.map(_check_job, jobs, chunksize=1):
             label_parts.append(ln)
@@ -566,7 +624,6 @@ def _dedup(pool, results, order, params: lsh.DedupMinhashParams, rekeyed: dict[i
     stats["components"] = int(len(comp_ids))
     stats["largest_component"] = int(max(dist, default=0))
     stats["component_sizes"] = {int(k): int(v) for k, v in sorted(dist.items())}
-    ids = dict(zip(gathered["id_nodes"].tolist(), gathered["ids"]))
     ids.update({n: i for n, i in rekeyed.items() if n in ids})
     cluster = [ids[int(c)] for c in label_comps]
     survivor = [None if n == c else ids[int(c)] for n, c in zip(label_nodes.tolist(), label_comps.tolist())]
@@ -618,28 +675,41 @@ def candidate_pairs(nodes: np.ndarray, keys: np.ndarray, codes: np.ndarray | Non
     return src[fresh], dst[fresh]
 
 
-def _gather(pool, order, wanted: np.ndarray, id_nodes: np.ndarray) -> dict[str, Any]:
-    """The texts of the `wanted` nodes (sorted by node) and the ids of the `id_nodes`, read from
-    the unit files by the pool."""
-    wanted, id_nodes = np.sort(wanted), np.sort(id_nodes)
+_SPILL_SCHEMA = pa.schema([pa.field("node", pa.int64()), pa.field("text", pa.string())])
+
+
+def _gather(pool, order, wanted: np.ndarray, bins: np.ndarray, id_nodes: np.ndarray, spill: Path | None
+            ) -> dict[int, str]:
+    """The ids of the `id_nodes`; and the texts of the `wanted` nodes (sorted), written to one
+    Arrow file per bin under `spill` (`bin-<k>.arrow`, nodes ascending), for the check. The pool
+    reads the unit files; the driver only passes each unit's texts on to their bins' files, so it
+    never holds more than a few units' candidate texts."""
     jobs = []
     for r in order:
         a, b = np.searchsorted(wanted, [r["lo"], r["hi"] + 1])
         c, d = np.searchsorted(id_nodes, [r["lo"], r["hi"] + 1])
         if b > a or d > c:
-            jobs.append((r["path"], wanted[a:b], id_nodes[c:d]))
-    nodes, texts, named, ids = [], [], [], []
-    for g in pool.map(_gather_job, jobs, chunksize=1):
-        nodes.append(g["nodes"])
-        texts.append(g["texts"])
-        named.append(g["id_nodes"])
-        ids += g["ids"]
-    nodes_all = np.concatenate(nodes) if nodes else np.zeros(0, np.int64)
-    texts_all = pa.chunked_array(texts, pa.string()) if texts else pa.chunked_array([], pa.string())
-    by_node = np.argsort(nodes_all, kind="stable")
-    listed = texts_all.to_pylist()  # Arrow's take over strings was the slow path here (0.7 s a bin)
-    return {"nodes": nodes_all[by_node], "texts": [listed[i] for i in by_node],
-            "id_nodes": np.concatenate(named) if named else np.zeros(0, np.int64), "ids": ids}
+            jobs.append((r["path"], wanted[a:b], bins[a:b], id_nodes[c:d]))
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+    if spill is not None:
+        spill.mkdir(parents=True, exist_ok=True)
+    ids: dict[int, str] = {}
+    try:
+        for g in _bounded(pool, gather_unit, jobs, IN_FLIGHT):
+            ids.update(zip(g["id_nodes"].tolist(), g["ids"]))
+            if spill is None or not len(g["nodes"]):
+                continue
+            nodes, texts, of_bin = g["nodes"], g["texts"], g["bins"]
+            for k in np.unique(of_bin).tolist():
+                mask = of_bin == k
+                if k not in writers:
+                    writers[k] = pa.ipc.new_file(str(spill / f"bin-{k:05d}.arrow"), _SPILL_SCHEMA)
+                writers[k].write_batch(pa.record_batch([pa.array(nodes[mask]), texts.filter(pa.array(mask))],
+                                                       schema=_SPILL_SCHEMA))
+    finally:
+        for w in writers.values():
+            w.close()
+    return ids
 
 
 def _empty_kept(spec: WriteSpec, written: list[dict[str, Any]], with_cluster: bool) -> None:

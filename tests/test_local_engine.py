@@ -120,8 +120,11 @@ def test_a_large_gz_file_in_blocks_gives_the_whole_files_rows(inputs, tmp_path, 
     whole = run_curation(cfg(tmp_path / "whole"))
     monkeypatch.setattr(read, "GZ_SPLIT_BYTES", 1)
     monkeypatch.setattr(local_engine, "LOCAL_GZ_BLOCK", 64 << 10)
+    monkeypatch.setattr(local_engine, "BIN_DOCS", 7)  # and the check in many bins, each a spill file
     blocks = run_curation(cfg(tmp_path / "blocks"))
     assert blocks.stages[0].stats["gz_files_in_blocks"] == 1
+    assert blocks.stages[0].stats["read_tasks"] > 10
+    assert blocks.stages[1].stats["ambiguous_pairs"] == whole.stages[1].stats["ambiguous_pairs"]
     assert "gz_files_in_blocks" not in whole.stages[0].stats
     assert _rows(whole.output / "kept") == _rows(blocks.output / "kept")
     assert sorted(_rows(whole.output / "removed" / "dedup_minhash"), key=lambda r: r["id"]) == \
@@ -177,6 +180,17 @@ def test_the_engine_is_chosen_from_the_run(tmp_path):
         local_engine.choose("local", None, [("heuristics", None)], 10)
     with pytest.raises(WinnowError, match="a Spark master is given"):
         local_engine.choose("local", "yarn", dedup, 10)
+    # two dedups (say per source, then across sources) run on Spark: the local engine runs one
+    assert local_engine.choose("auto", None, dedup + dedup, 10)[0] == "spark"
+    with pytest.raises(WinnowError, match="one stage between read and write; this run has dedup_minhash, dedup_minhash"):
+        local_engine.choose("local", None, dedup + dedup, 10)
+    with pytest.raises(WinnowError, match="keeps a stage for validate"):
+        local_engine.choose("local", None, dedup, 10, other="the run keeps a stage for validate or resumes one")
+    # compressed input counts for the text it holds
+    gz = tmp_path / "a.jsonl.gz"
+    gz.write_bytes(b"x" * 1000)
+    from pipelines.read import InputSpec, expand_inputs
+    assert local_engine.text_bytes(expand_inputs([InputSpec(str(gz), "a")])) == 1000 * local_engine.COMPRESSED_RATIO
 
 
 def test_an_impossible_local_engine_stops_before_the_output_is_touched(tmp_path):
@@ -213,3 +227,15 @@ def test_a_run_without_near_duplicates_reports_so_and_draws_no_empty_chart(tmp_p
     assert summary.stages[1].stats["component_sizes"] == {}
     assert "No near-duplicates: no document is in a component." in (summary.output / "report.md").read_text()
     assert not (summary.output / "plots" / "dedup_minhash-component-sizes.png").exists()
+
+
+def test_write_columns_that_match_nothing_stop_the_run_before_it_reads(tmp_path):
+    from core.errors import ConfigError
+
+    for engine in ("local", "spark"):
+        cfg = parse_config({"output": str(tmp_path / engine), "engine": engine,
+                            "inputs": [{"path": str(POOL / "docs.jsonl.gz"), "source": "d"}],
+                            "write": {"columns": ["score_*"]}}, Path("/"), "x")
+        with pytest.raises(ConfigError, match=r"\[write\] columns \['score_\*'\] match none of the columns"):
+            run_curation(cfg)
+        assert not (tmp_path / engine).exists()
