@@ -364,7 +364,7 @@ def _run_local(cfg: RunConfig, files: list, skipped: list[str], stage_plans: lis
         else:
             progress.stage_finished(_record(stage))
 
-    n = local_engine.workers()
+    n = local_engine.workers(cfg.spark.master)
     try:
         stages = local_engine.run(files, skipped, dedup, output, wp.compression, wp.max_records_per_file,
                                   tuple(wp.columns), progress=say, n_workers=n)

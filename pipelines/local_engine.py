@@ -34,6 +34,7 @@ bounds the keys to about a GB. Past it, or with a master URL, another stage, a s
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -81,12 +82,18 @@ _META = pa.list_(pa.field("element", pa.struct([pa.field("key", pa.string(), Fal
                           nullable=False))  # as Spark writes map_entries
 
 
-def workers() -> int:
-    """The processes of the pool: the cores this process may run on."""
+def workers(master: str | None = None) -> int:
+    """The processes of the pool: the cores this process may run on, or N of a `local[N]` master
+    (as many threads as Spark would run; `local[*]` and `local`: the cores, `local` being
+    Spark's one thread)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    match = re.fullmatch(r"local\[(\d+)(?:,\s*\d+)?\]", (master or "").strip())
+    if (master or "").strip() == "local":
+        return 1
+    return max(1, int(match.group(1))) if match else cores
 
 
 def choose(engine: str, master: str | None, stages: list[tuple[str, Any]], input_bytes: int,

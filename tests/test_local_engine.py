@@ -165,6 +165,14 @@ def test_rekeying_follows_the_spark_rule():
     assert local_engine.rekey_ids(local_engine._id_hashes(["p", "q"]), np.arange(2), lambda ns: {}) == {}
 
 
+def test_the_pool_has_as_many_workers_as_the_local_master_has_threads():
+    cores = local_engine.workers()
+    assert cores >= 1
+    assert local_engine.workers("local[*]") == cores and local_engine.workers(None) == cores
+    assert local_engine.workers("local[3]") == 3 and local_engine.workers("local[4, 2]") == 4
+    assert local_engine.workers("local") == 1
+
+
 def test_the_engine_is_chosen_from_the_run(tmp_path):
     dedup = [("dedup_minhash", DedupMinhashParams())]
     assert local_engine.choose("auto", "local[*]", dedup, 10)[0] == "local"
