@@ -246,19 +246,22 @@ def read_unit(unit: Unit, work: str, sig: SignatureSpec | None, per_source: bool
 
 
 def gather_unit(path: str, wanted: np.ndarray, bins: np.ndarray, id_nodes: np.ndarray) -> dict[str, Any]:
-    """From one unit file, a batch at a time: the `wanted` nodes (sorted) with their `bins` and
-    texts, and the ids of the `id_nodes`. Texts come back as an Arrow array (it pickles as
+    """From one unit file, a batch at a time: the `wanted` documents' nodes (sorted) with their
+    `bins` and texts, and the ids of the `id_nodes` (any rows). Texts come back as an Arrow array (it pickles as
     buffers, not as Python strings)."""
     got_nodes, got_texts, named, ids = [], [], [], []
-    for batch in pq.ParquetFile(path).iter_batches(columns=["id", "text", "_file", "_row", "_error"]):
+    columns = ["id", "_file", "_row", "_error"] + (["text"] if len(wanted) else [])
+    for batch in pq.ParquetFile(path).iter_batches(columns=columns):
         nodes = _nodes(batch)
         good = pc.is_null(batch.column("_error")).to_numpy(zero_copy_only=False)
-        take = np.isin(nodes, wanted) & good
-        name = np.isin(nodes, id_nodes) & good
-        got_nodes.append(nodes[take])
-        got_texts.append(batch.column("text").filter(pa.array(take)))
+        name = np.isin(nodes, id_nodes)  # any row's id, a removed one's too (re-keying asks for those)
         named.append(nodes[name])
         ids += batch.column("id").filter(pa.array(name)).to_pylist()
+        if not len(wanted):
+            continue
+        take = np.isin(nodes, wanted) & good
+        got_nodes.append(nodes[take])
+        got_texts.append(batch.column("text").filter(pa.array(take)))
     found = np.concatenate(got_nodes) if got_nodes else np.zeros(0, np.int64)
     return {"nodes": found, "bins": bins[np.searchsorted(wanted, found)] if len(found) else np.zeros(0, np.int64),
             "texts": pa.concat_arrays(got_texts) if got_texts else pa.array([], pa.string()),
@@ -499,10 +502,11 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
             if len(results) > len(tasks):  # large files read as several units
                 read_stats["read_tasks"] = len(results)
             n_read = sum(r["rows"] for r in results)
+            none = np.zeros(0, np.int64)
             order = [r for r in results if r["rows"]]
             all_hash = np.concatenate([r["id_hash"] for r in results]) if results else np.zeros(0, np.uint64)
             all_nodes = np.concatenate([r["all_nodes"] for r in results]) if results else np.zeros(0, np.int64)
-            rekeyed = rekey_ids(all_hash, all_nodes, lambda nodes: _fetch_ids(pool, order, nodes))
+            rekeyed = rekey_ids(all_hash, all_nodes, lambda nodes: _gather(pool, order, none, none, np.sort(nodes), None))
             n_bad = sum(len(r["all_nodes"]) - len(r["nodes"]) for r in results)
             read_record = LocalStage("read", "read", n_read, n_read - n_bad, n_bad, 0.0,
                                      {"files": len(tasks), "skipped_files": len(skipped), **read_stats,
@@ -535,7 +539,7 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
                 c, d = np.searchsorted(tags_nodes, [r["lo"], r["hi"] + 1])
                 jobs.append((r["path"], r["index"], spec, (rk_nodes[a:b], rk_ids[a:b]),
                              (tags_nodes[c:d], tags_cluster[c:d], tags_survivor[c:d])))
-            written = list(pool.map(_write_job, jobs, chunksize=1))
+            written = list(_bounded(pool, write_unit, jobs, IN_FLIGHT))
     except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal): one line, not a traceback
         raise WinnowError(f"local engine: a worker process died ({exc}); if it ran out of memory, rerun with "
                           "--engine spark (engine = \"spark\")") from exc
@@ -571,7 +575,7 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
 
 def _bounded(pool, fn, jobs: Iterable[tuple], limit: int) -> Iterable[Any]:
     """`fn(*job)` for each job in the pool, results in order, with at most `limit` jobs submitted
-    and not yet collected: a large .gz file's blocks are decompressed as the workers take them,
+    and not yet collected: a large .gz file's blocks are decompressed, and texts gathered, as the workers take them,
     never all held at once (`Executor.map` would submit every job first)."""
     from collections import deque
 
@@ -582,41 +586,6 @@ def _bounded(pool, fn, jobs: Iterable[tuple], limit: int) -> Iterable[Any]:
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
-
-
-def _fetch_ids(pool, order: list[dict[str, Any]], nodes: np.ndarray) -> dict[int, str]:
-    out: dict[int, str] = {}
-    want = np.sort(nodes)
-    jobs = []
-    for r in order:
-        a, b = np.searchsorted(want, [r["lo"], r["hi"] + 1])
-        if b > a:
-            jobs.append((r["path"], want[a:b]))
-    for found in pool.map(_ids_job, jobs):
-        out.update(found)
-    return out
-
-
-def _ids_job(job) -> dict[int, str]:
-    path, wanted = job
-    out: dict[int, str] = {}
-    for batch in pq.ParquetFile(path).iter_batches(columns=["id", "_file", "_row"]):
-        nodes = _nodes(batch)
-        take = np.isin(nodes, wanted)
-        out.update(zip(nodes[take].tolist(), batch.column("id").filter(pa.array(take)).to_pylist()))
-    return out
-
-
-def _write_job(job) -> dict[str, Any]:
-    return write_unit(*job)
-
-
-def _gather_job(job) -> dict[str, Any]:
-    return gather_unit(*job)
-
-
-def _check_job(job) -> tuple[np.ndarray, np.ndarray, int]:
-    return check_bin(*job)
 
 
 def _by_count(counts: Counter) -> dict[str, int]:
@@ -652,7 +621,8 @@ def _dedup(pool, results, order, params: lsh.DedupMinhashParams, rekeyed: dict[i
     lap("candidates")
     if params.check == "none":
         label_nodes, label_comps = lsh.local_components(src, dst)
-        ids = _gather(pool, order, np.zeros(0, np.int64), np.zeros(0, np.int64), np.unique(label_comps), None)
+        none = np.zeros(0, np.int64)
+        ids = _gather(pool, order, none, none, np.unique(label_comps), None)
     else:
         cand_nodes, groups = lsh.local_components(src, dst)
         group_ids, group_of_node = np.unique(groups, return_inverse=True)
@@ -665,7 +635,7 @@ def _dedup(pool, results, order, params: lsh.DedupMinhashParams, rekeyed: dict[i
         jobs = [(str(spill / f"bin-{k:05d}.arrow"), src[bin_of_pair == k], dst[bin_of_pair == k], params)
                 for k in range(n_bins if len(cand_nodes) else 0)]
         label_parts, comp_parts, ambiguous = [], [], 0
-        for ln, lc, amb in pool.map(_check_job, jobs, chunksize=1):
+        for ln, lc, amb in _bounded(pool, check_bin, jobs, IN_FLIGHT):
             label_parts.append(ln)
             comp_parts.append(lc)
             ambiguous += amb
