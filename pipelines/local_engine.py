@@ -9,11 +9,12 @@ signature and band-key kernels, the candidate pairs of sorted buckets and the pe
 (`minhash_lsh`). The output is the Spark engine's, row for row (tests/test_local_engine.py runs
 both on the same inputs, hostile ones included).
 
-The steps, each over the units of work (a file, a piece of a large file, or a 1 MB block of a
-large `.gz`), in input order:
+The pool starts first (`_ready`: each worker reads two lines, so its first-use costs are paid
+then, as a fixed cost). The steps, each over the units of work (a file, a piece of a large file,
+or an 8 MB block of a large `.gz`), in input order:
 
-1. **read**: each unit's rows (documents and removed rows with their reasons) go to one Parquet
-   file under `<output>/_work/read/`; the worker returns the kept rows' nodes (``_file << 40 |
+1. **read**: each unit's rows (documents and removed rows with their reasons) go to one
+   uncompressed Arrow IPC file under `<output>/_work/local/`; the worker returns the kept rows' nodes (``_file << 40 |
    _row``), their band keys, and a 64-bit hash of every row's id. Repeated ids are re-keyed as the
    Spark engine does (`<id>#<k>` in input order, rounds until unique).
 2. **candidates** (driver): one band at a time, the band's repeated keys sorted with their
@@ -35,13 +36,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -64,7 +66,7 @@ COMPRESSED_RATIO = 4  # text bytes per byte of gzip or zstd JSONL, for the estim
 # fewer, larger units than Spark's 1 MB blocks (each unit is a file read back twice), but small
 # enough that a worker's memory is reused from unit to unit. Fresh memory is slow to fault in on
 # the 2-core VM: the first 30 MB unit of a worker took 2.5 s, the next ones 0.5 s; in 8 MB
-# pieces the 152 MB file took 3.5 CPU-s against 4.9.
+# pieces the 152 MB file took 3.5 CPU-s against 4.9 (both with mimalloc, before `use_jemalloc`).
 LOCAL_GZ_BLOCK = 8 << 20
 # Documents per bin of the check, as in the Spark engine (`dedup_minhash.BIN_DOCS`), and at most
 # MAX_BINS bins (each is a spill file open while the texts are gathered).
@@ -74,9 +76,12 @@ MAX_BINS = 256
 # a .gz file, gathered texts): enough to keep every worker busy, few enough to bound memory.
 IN_FLIGHT = 2 * max(1, os.cpu_count() or 1)
 NODE_ROW_BITS = lsh.NODE_ROW_BITS
-# Parquet dictionary encoding for the few-valued columns only: on texts and ids it cost more than
-# it saved (a 30 MB unit: 0.29 s to write and 0.70 s to read back with it, 0.11 s and 0.05 s
-# without it and with lz4; uncompressed pages were slower to read than lz4 ones on this machine).
+# Parquet dictionary encoding, in the output, for the few-valued columns only: on texts and ids
+# it cost more than it saved (a 30 MB unit: 0.29 s to write and 0.70 s to read back with it,
+# 0.11 s and 0.05 s without it). The units' own files are uncompressed Arrow IPC, memory-mapped
+# when read back: for the 152 MB plain file 0.05-0.08 CPU-s to write and 0.13 s to read every
+# text, where lz4 Parquet took 0.40 and 0.27-0.45 (0.8-4.7 s with mimalloc); disk: the text's
+# size, under `LOCAL_MAX_BYTES`.
 DICTIONARY = ["source", "domain", "removed_by"]
 _META = pa.list_(pa.field("element", pa.struct([pa.field("key", pa.string(), False), pa.field("value", pa.string())]),
                           nullable=False))  # as Spark writes map_entries
@@ -129,7 +134,8 @@ def choose(engine: str, master: str | None, stages: list[tuple[str, Any]], input
     if input_bytes > LOCAL_MAX_BYTES:
         return "spark", (f"the input holds about {input_bytes:,} bytes of text, above the local engine's "
                          f"{LOCAL_MAX_BYTES:,}")
-    return "local", f"a dedup of about {input_bytes:,} bytes of text on one machine"
+    what = "a dedup" if stages else "a read and write"
+    return "local", f"{what} of about {input_bytes:,} bytes of text on one machine"
 
 
 def text_bytes(files: list[FileTask]) -> int:
@@ -166,7 +172,7 @@ def plan_units(tasks: list[FileTask], n_workers: int, pool) -> tuple[Iterable[Un
     from .read import gz_to_split, piece_bytes, plan_pieces
 
     piece = min(piece_bytes(tasks, n_workers), LOCAL_GZ_BLOCK)
-    pieces = plan_pieces(tasks, piece, lambda ps: list(pool.map(piece_counts, ps)))
+    pieces = plan_pieces(tasks, piece, lambda ps: list(_bounded(pool, piece_counts, ((p,) for p in ps), IN_FLIGHT)))
     # a large .gz in blocks when there are fewer pieces than workers (otherwise the workers
     # decompress the files side by side, faster than the driver alone; each streams its file)
     gz = set(p.index for p in gz_to_split(pieces, n_workers))
@@ -211,23 +217,28 @@ def _id_hashes(ids: list[str]) -> np.ndarray:
 
 
 def read_unit(unit: Unit, work: str, sig: SignatureSpec | None, per_source: bool) -> dict[str, Any]:
-    """Read one unit into `<work>/read-<index>.parquet` (READ_ARROW_SCHEMA), a batch at a time;
+    """Read one unit into `<work>/read-<index>.arrow` (READ_ARROW_SCHEMA), a batch at a time;
     return its row count, its kept rows' nodes (and band keys, and sources with `per_source`),
     every row's node and id hash, and the kinds of its rows' errors."""
-    path = os.path.join(work, f"read-{unit.index:06d}.parquet")
+    path = os.path.join(work, f"read-{unit.index:06d}.arrow")
     batches = read_block(unit.task, unit.block) if unit.block is not None else read_file(unit.task)
     rows, all_nodes, nodes, hashes, keys, sources = 0, [], [], [], [], []
     kinds: Counter = Counter()
-    with pq.ParquetWriter(path, READ_ARROW_SCHEMA, compression="lz4", use_dictionary=DICTIONARY) as writer:
+    with pa.ipc.new_file(path, READ_ARROW_SCHEMA) as writer:
         for batch in batches:
             writer.write_batch(batch)
             rows += batch.num_rows
             errors = batch.column("_error")
-            ok = batch.filter(pc.is_null(errors))
-            all_nodes.append(_nodes(batch))
-            nodes.append(_nodes(ok))
+            every = _nodes(batch)
+            all_nodes.append(every)
             hashes.append(_id_hashes(batch.column("id").to_pylist()))
-            kinds.update(reason_kind(r) for r in errors.drop_null().to_pylist())
+            if errors.null_count == batch.num_rows:  # no error row: nothing to filter (or copy)
+                ok = batch
+                nodes.append(every)
+            else:
+                ok = batch.filter(pc.is_null(errors))
+                nodes.append(_nodes(ok))
+                kinds.update(reason_kind(r) for r in errors.drop_null().to_pylist())
             if sig is not None:
                 texts = [t or "" for t in ok.column("text").to_pylist()]
                 keys.append(lsh.band_keys(lsh.signatures(texts, sig.num_perm, sig.ngram, sig.seed), sig.positions))
@@ -245,13 +256,22 @@ def read_unit(unit: Unit, work: str, sig: SignatureSpec | None, per_source: bool
     return out
 
 
+def _unit_batches(path: str) -> Iterator[pa.RecordBatch]:
+    """The batches of a unit file, memory-mapped: a column not used is never read from disk."""
+    with pa.memory_map(path) as source:
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+
+
 def gather_unit(path: str, wanted: np.ndarray, bins: np.ndarray, id_nodes: np.ndarray) -> dict[str, Any]:
     """From one unit file, a batch at a time: the `wanted` documents' nodes (sorted) with their
     `bins` and texts, and the ids of the `id_nodes` (any rows). Texts come back as an Arrow array (it pickles as
     buffers, not as Python strings)."""
     got_nodes, got_texts, named, ids = [], [], [], []
     columns = ["id", "_file", "_row", "_error"] + (["text"] if len(wanted) else [])
-    for batch in pq.ParquetFile(path).iter_batches(columns=columns):
+    for batch in _unit_batches(path):
+        batch = batch.select(columns)
         nodes = _nodes(batch)
         good = pc.is_null(batch.column("_error")).to_numpy(zero_copy_only=False)
         name = np.isin(nodes, id_nodes)  # any row's id, a removed one's too (re-keying asks for those)
@@ -361,7 +381,7 @@ def write_unit(path: str, index: int, spec: WriteSpec, rekey: tuple[np.ndarray, 
     dedup_parts = _Parts(spec.removed_dedup, index) if spec.removed_dedup is not None else None
     schema = None
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for batch in _unit_batches(path):
             table = pa.Table.from_batches([batch])
             nodes = _nodes(table)
             a, b, at = _within(nodes, rekey[0])
@@ -489,14 +509,23 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
     # forkserver: the workers are forked from a clean server process, not from this one (which
     # may hold threads: a fork of a threaded process can deadlock). The server imports this
     # module once and every worker is forked with it loaded, instead of each importing it.
+    from .spark import use_jemalloc
+
+    use_jemalloc()  # before the forkserver starts: its workers inherit the variable
     context = mp.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     try:
         with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
             say("read", None)
             start = time.perf_counter()
-            units, read_stats = plan_units(tasks, n_workers, pool)
+            # the pool's start (the forkserver's imports, one fork per worker) is a fixed cost
+            # of the command, not part of reading: timed apart, and reported as such
             per_source = bool(params and params.per_source)
+            for ready in [pool.submit(_ready, str(work), sig, per_source) for _ in range(n_workers)]:
+                ready.result()
+            pool_start = time.perf_counter() - start
+            start, cpu = time.perf_counter(), _cpu()
+            units, read_stats = plan_units(tasks, n_workers, pool)
             results = list(_bounded(pool, read_unit, ((u, str(work), sig, per_source) for u in units), IN_FLIGHT))
             results.sort(key=lambda r: r["index"])
             if len(results) > len(tasks):  # large files read as several units
@@ -515,6 +544,8 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
             if kinds:
                 read_record.stats["removed_by_reason"] = _by_count(kinds)
             read_record.seconds = time.perf_counter() - start
+            read_record.stats["pool_start_seconds"] = round(pool_start, 3)
+            read_record.stats["cpu_seconds"] = round(_cpu() - cpu, 3)
             records.append(read_record)
             say("read", read_record)
             tags_nodes = np.zeros(0, np.int64)
@@ -524,10 +555,11 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
             dedup_seconds = 0.0
             if params is not None:
                 say(label, None)
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), _cpu()
                 tags_nodes, tags_cluster, tags_survivor, dedup_stats = _dedup(pool, results, order, params, rekeyed)
                 dedup_seconds = time.perf_counter() - start
-            start = time.perf_counter()
+            dedup_cpu = _cpu() - cpu
+            start, cpu = time.perf_counter(), _cpu()
             spec = WriteSpec(kept=str(output / "kept"), removed_read=str(output / "removed" / "read"),
                              removed_dedup=str(output / "removed" / label) if label else None, label=label or "",
                              compression=compression, max_records_per_file=max_records_per_file, columns=columns)
@@ -548,16 +580,19 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
     removed_dedup = sum(w["removed_dedup"] for w in written)
     if kept == 0:  # an empty kept/ still has a file with the schema, as Spark writes it
         _empty_kept(spec, written, label is not None)
-    write_seconds = time.perf_counter() - start
+    write_seconds, write_cpu = time.perf_counter() - start, _cpu() - cpu
     if params is not None:
         dedup_stats.setdefault("seconds_by_phase", {})["write"] = round(write_seconds, 3)
     if removed_read != read_record.removed:
         raise AccountingError(f"local engine: wrote {removed_read} rows removed by read, counted {read_record.removed}")
-    if params is None:
-        read_record.seconds += write_seconds  # the kept rows are written by the stage before write
+    if params is None:  # the kept rows are written by the stage before write
+        read_record.stats.update(write_seconds=round(write_seconds, 3), write_cpu_seconds=round(write_cpu, 3))
+        read_record.seconds += write_seconds
+        read_record.stats["cpu_seconds"] = round(read_record.stats["cpu_seconds"] + write_cpu, 3)
     if params is not None:
         record = LocalStage(label, lsh.NAME, read_record.kept, read_record.kept - removed_dedup, removed_dedup,
-                            dedup_seconds + write_seconds, dedup_stats)
+                            dedup_seconds + write_seconds,
+                            {**dedup_stats, "cpu_seconds": round(dedup_cpu + write_cpu, 3)})
         if removed_dedup:
             record.stats["removed_by_reason"] = {"near-duplicate": removed_dedup}
         records.append(record)
@@ -573,19 +608,57 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
     return records
 
 
+_WORKER_CPU = [0.0]  # CPU seconds the pool's workers spent on the jobs collected so far
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of the pool's collected jobs: a stage's figure is the
+    difference of two readings (docs per CPU-second is its throughput per core)."""
+    return time.process_time() + _WORKER_CPU[0]
+
+
+_WARM_UP = b'{"id": "a", "text": "one two three four five six"}\n{"text": 1}\n'
+
+
+def _ready(work: str, sig: SignatureSpec | None, per_source: bool) -> None:
+    """Submitted once per worker to start the pool: reads two lines through `read_unit`, so
+    what a worker pays once whatever the input (its first calls into orjson, Arrow and the
+    signature kernel, the pages it shares with the forkserver copied on first write: about
+    0.2 CPU-s each on the 2-core VM) is paid at the pool's start, a fixed cost, not by its first
+    unit."""
+    where = os.path.join(work, f"warm-up-{os.getpid()}")
+    os.makedirs(where, exist_ok=True)
+    task = FileTask(0, "warm-up", "warm-up", "jsonl", "warm-up", "warm-up")
+    block = {"line": 1, "data": _WARM_UP, "error": None, "empty": False}
+    read_unit(Unit(0, task, block), where, sig, per_source)
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def _timed(fn: Callable, *args: Any) -> tuple[Any, float]:
+    start = time.process_time()
+    result = fn(*args)
+    return result, time.process_time() - start
+
+
 def _bounded(pool, fn, jobs: Iterable[tuple], limit: int) -> Iterable[Any]:
     """`fn(*job)` for each job in the pool, results in order, with at most `limit` jobs submitted
     and not yet collected: a large .gz file's blocks are decompressed, and texts gathered, as the workers take them,
-    never all held at once (`Executor.map` would submit every job first)."""
+    never all held at once (`Executor.map` would submit every job first). Each job's CPU
+    seconds are added to `_WORKER_CPU`."""
     from collections import deque
+
+    def collect(future) -> Any:
+        result, cpu = future.result()
+        _WORKER_CPU[0] += cpu
+        return result
 
     pending: deque = deque()
     for job in jobs:
-        pending.append(pool.submit(fn, *job))
+        pending.append(pool.submit(_timed, fn, *job))
         if len(pending) >= limit:
-            yield pending.popleft().result()
+            yield collect(pending.popleft())
     while pending:
-        yield pending.popleft().result()
+        yield collect(pending.popleft())
 
 
 def _by_count(counts: Counter) -> dict[str, int]:

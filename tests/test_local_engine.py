@@ -222,6 +222,36 @@ def test_minhash_truth_holds_on_the_local_engine(tmp_path):
     removed = {r["id"] for r in _rows(summary.output / "removed" / "dedup_minhash")}
     hits = len(removed & truth)
     assert hits / len(removed) >= 0.95 and hits / len(truth) >= 0.95, (hits, len(removed), len(truth))
+    read_stats, dedup_stats = summary.stages[0].stats, summary.stages[1].stats
+    # the pool's start is timed apart from the read; each stage's CPU seconds (workers' and driver's)
+    assert read_stats["pool_start_seconds"] > 0 and read_stats["cpu_seconds"] > 0 and dedup_stats["cpu_seconds"] > 0
+    assert "write_seconds" not in read_stats  # dedup_minhash writes kept/, not read
+    assert not list((summary.output).glob("_work"))  # warm-up files and units are gone with _work
+
+
+def test_a_read_and_write_reports_the_writes_share_of_the_read_stage(tmp_path):
+    cfg = parse_config({"output": str(tmp_path / "out"), "inputs": [{"path": str(POOL), "source": "pool"}]},
+                       Path("/"), "plain")
+    summary = run_curation(cfg)
+    assert summary.manifest["engine"]["name"] == "local"
+    assert summary.manifest["engine"]["why"].startswith("a read and write of about ")
+    read = summary.stages[0]
+    assert 0 < read.stats["write_seconds"] <= read.seconds
+    assert 0 < read.stats["write_cpu_seconds"] < read.stats["cpu_seconds"]
+
+
+def test_every_process_gets_jemalloc_unless_the_user_chose_a_pool(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import os, pyarrow as pa; from pipelines.spark import use_jemalloc; use_jemalloc(); "
+             "print(pa.default_memory_pool().backend_name, os.environ['ARROW_DEFAULT_MEMORY_POOL'])")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    run = lambda e: subprocess.run([sys.executable, "-c", probe], env=e, capture_output=True, text=True,  # noqa: E731
+                                   check=True, cwd=Path(__file__).parents[1]).stdout.split()
+    assert run(env) == ["jemalloc", "jemalloc"]  # pyarrow imported first: this process switched too
+    assert run({**env, "ARROW_DEFAULT_MEMORY_POOL": "system"}) == ["system", "system"]
 
 
 def test_a_run_without_near_duplicates_reports_so_and_draws_no_empty_chart(tmp_path):
