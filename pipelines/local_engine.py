@@ -552,13 +552,12 @@ def run(tasks: list[FileTask], skipped: list[str], dedup: tuple[str, lsh.DedupMi
             tags_cluster: list[str | None] = []
             tags_survivor: list[str | None] = []
             dedup_stats: dict[str, Any] = {}
-            dedup_seconds = 0.0
+            dedup_seconds = dedup_cpu = 0.0
             if params is not None:
                 say(label, None)
                 start, cpu = time.perf_counter(), _cpu()
                 tags_nodes, tags_cluster, tags_survivor, dedup_stats = _dedup(pool, results, order, params, rekeyed)
-                dedup_seconds = time.perf_counter() - start
-            dedup_cpu = _cpu() - cpu
+                dedup_seconds, dedup_cpu = time.perf_counter() - start, _cpu() - cpu
             start, cpu = time.perf_counter(), _cpu()
             spec = WriteSpec(kept=str(output / "kept"), removed_read=str(output / "removed" / "read"),
                              removed_dedup=str(output / "removed" / label) if label else None, label=label or "",

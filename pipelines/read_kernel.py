@@ -719,16 +719,17 @@ def gunzip_blocks(task: FileTask, block_bytes: int) -> Iterator[dict[str, Any]]:
     try:
         for data, _ in _gzip_chunks(task.path):
             start = 0
+            view = memoryview(data)  # slices of it are joined into the block without a copy of their own
             while held + len(data) - start >= block_bytes:
                 # the first line end at or past the block's `block_bytes`-th byte ends it
                 at = data.find(b"\n", start + max(0, block_bytes - held - 1))
                 if at < 0:  # a line longer than what is left of the chunk: keep gathering
                     break
-                pending.append(data[start:at + 1])
+                pending.append(view[start:at + 1])
                 yield block(b"".join(pending))
                 pending, held, start = [], 0, at + 1
             if start < len(data):
-                pending.append(data[start:] if start else data)
+                pending.append(view[start:] if start else data)
                 held += len(data) - start
     except _unreadable() as exc:
         joined = b"".join(pending)
