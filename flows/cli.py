@@ -389,14 +389,17 @@ def cmd_warm(args: argparse.Namespace) -> int:
 def _run_and_show(cfg, validate_only: bool = False) -> int:
     from rich.console import Console
 
+    from contextlib import nullcontext
+
     from .curate import check_train_outputs, run_curation
-    from .output import prepare
+    from .output import locked, prepare
     from .validate import base_stage, report_lines, run_validate
 
     console = Console(stderr=False)
     output = Path(cfg.output).resolve()
     base = None
-    with _RichProgress(console) as progress:
+    # validation writes into the output after the run: the lock spans both (the run alone locks itself)
+    with locked(output) if cfg.validate_ is not None else nullcontext(), _RichProgress(console) as progress:
         if validate_only:
             prepare(output, cfg.overwrite)
             check_train_outputs(cfg)

@@ -22,7 +22,7 @@ from pipelines import READ_COLUMNS, STAGES, check_columns, read, write
 from pipelines.stage import StageContext, StageResult, removed_by_reason
 
 from .config import RunConfig, input_specs, plans, train_specs, write_params
-from .output import claim, prepare
+from .output import claim, locked, prepare
 from .report import STAGE_HEADER, StageRecord, code_version, report_markdown, stage_table_rows, write_manifest, write_plots
 
 # What every run writes at the top of its output directory (claimed before it is written).
@@ -259,9 +259,8 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
 
     `start`: the Parquet output of an earlier run's stage to begin from instead of reading the
     inputs (the inputs, [[train]] and fingerprints are then skipped). `keep`: (stage label,
-    directory): a copy of that stage's kept rows, with every column, is left in the directory."""
-    from pipelines.spark import get_spark, session_settings
-
+    directory): a copy of that stage's kept rows, with every column, is left in the directory.
+    A second run on the same output while this one runs is refused (`output.locked`)."""
     output = Path(cfg.output).resolve()
     # a missing input or unknown format fails here, before Spark starts
     files, skipped = read.expand_inputs_and_skips(input_specs(cfg)) if not start else ([], [])
@@ -270,6 +269,14 @@ def run_curation(cfg: RunConfig, spark=None, progress: Progress | None = None, *
     final = check_columns([(p.label, p.name, p.params) for p in stage_plans], _start_columns(start))
     _check_write_columns(cfg, final)
     engine, why = _engine(cfg, stage_plans, files, spark, start, keep)  # refuses an impossible engine = local
+    with locked(output):  # one run at a time in an output directory
+        return _run_locked(cfg, output, files, skipped, stage_plans, engine, why, spark, progress, start, keep)
+
+
+def _run_locked(cfg: RunConfig, output: Path, files, skipped, stage_plans, engine: str, why: str, spark,
+                progress: Progress | None, start: str | None, keep: tuple[str, str] | None) -> RunSummary:
+    from pipelines.spark import get_spark, session_settings
+
     prepare(output, cfg.overwrite)  # refuses before it deletes anything
     if not start:
         check_train_outputs(cfg)

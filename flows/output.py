@@ -17,21 +17,33 @@ half-way leaves a record that covers what it wrote.
 
 A path a user chooses on purpose outside the output (a `[[train]]` model elsewhere) is not
 recorded: it is the user's, and it is refused if it exists unless overwriting.
+
+`locked(output)`: one run at a time in an output directory. A run holds an exclusive `flock` on
+`<output>/.winnow.lock` from before `prepare` to its end; a second run on the same directory is
+refused in one line naming the first (its pid and start). The kernel drops the lock when the
+holder dies, even by SIGKILL, so a crashed run never leaves the directory locked; the file is
+removed when the run ends, and a stale one is ignored. Re-entrant within a process (the CLI
+locks around a run and its validation, and the run locks again). No lock file is written into
+a directory Winnow would refuse (not empty, no record), so `prepare` refuses it untouched.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from core.errors import OutputError, PathEscapes
 from mixers.dirnames import inside
 
 RECORD = ".winnow-owned.json"
+LOCK = ".winnow.lock"
 FORMAT = 1
+_HELD: dict[Path, list[int]] = {}  # locked outputs of this process: [file descriptor, depth]
 
 
 def record_path(output: str | os.PathLike) -> Path:
@@ -67,7 +79,7 @@ def _write_record(output: Path, entries: Iterable[str]) -> None:
 
 def _entry(output: Path, name: str) -> Path:
     """A listed entry as a path, refusing anything that is not one name inside `output`."""
-    if not name or name in (".", "..", RECORD) or "/" in name or "\0" in name:
+    if not name or name in (".", "..", RECORD, LOCK) or "/" in name or "\0" in name:
         raise OutputError(f"{record_path(output)} lists {name!r}, which is not an entry of the directory; "
                           "remove the output directory by hand")
     path = output / name
@@ -86,20 +98,29 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _empty(out: Path) -> bool:
+    """No entry but a lock file (the run's own, or one a killed run left)."""
+    return not out.exists() or all(p.name == LOCK for p in out.iterdir())
+
+
+def _not_winnows(out: Path) -> OutputError:
+    return OutputError(f"output directory {out} is not empty and was not written by Winnow (no {RECORD}); "
+                       "choose a new or empty directory (--overwrite only replaces Winnow's own outputs)")
+
+
 def prepare(output: str | os.PathLike, overwrite: bool) -> Path:
     """Make `output` a directory Winnow owns and may write into (see the module docstring)."""
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a directory")
     out = out.resolve()
-    if not out.exists() or not any(out.iterdir()):
+    if _empty(out):
         out.mkdir(parents=True, exist_ok=True)
         _write_record(out, [])
         return out
     entries = read_record(out)
     if entries is None:
-        raise OutputError(f"output directory {out} is not empty and was not written by Winnow (no {RECORD}); "
-                          "choose a new or empty directory (--overwrite only replaces Winnow's own outputs)")
+        raise _not_winnows(out)
     present = [e for e in entries if os.path.lexists(out / e)]
     if present and not overwrite:
         raise OutputError(f"output directory {out} holds an earlier run ({', '.join(present[:4])}"
@@ -134,3 +155,53 @@ def claim(output: str | os.PathLike, *paths: str | os.PathLike) -> None:
         _entry(out, name)
     if not names <= set(entries):
         _write_record(out, set(entries) | names)
+
+
+@contextmanager
+def locked(output: str | os.PathLike) -> Iterator[Path]:
+    """Hold `output`'s run lock for the block (see the module docstring)."""
+    import fcntl
+
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} exists and is not a directory")
+    out = out.resolve()
+    if out in _HELD:
+        _HELD[out][1] += 1
+        try:
+            yield out
+        finally:
+            _HELD[out][1] -= 1
+        return
+    if not _empty(out) and not record_path(out).is_file():
+        raise _not_winnows(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise OutputError(f"output directory {out} is in use by another Winnow run ({holder}); "
+                              "wait for it to end or choose another output") from None
+        try:  # the file may have been removed by the run that held it just now: lock the new one
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}, started {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n".encode())
+    _HELD[out] = [fd, 1]
+    try:
+        yield out
+    finally:
+        del _HELD[out]
+        try:
+            os.unlink(path)  # while still locked: a run waiting on this file retries on the next
+        except FileNotFoundError:
+            pass
+        os.close(fd)

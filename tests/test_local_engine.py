@@ -277,3 +277,23 @@ def test_write_columns_that_match_nothing_stop_the_run_before_it_reads(tmp_path)
         with pytest.raises(ConfigError, match=r"\[write\] columns \['score_\*'\] match none of the columns"):
             run_curation(cfg)
         assert not (tmp_path / engine).exists()
+
+
+def test_a_run_on_an_output_another_run_holds_is_refused_before_it_writes(tmp_path):
+    import signal
+
+    from core.errors import OutputError
+
+    from .test_output import _holder
+
+    out = tmp_path / "out"
+    cfg = parse_config({"output": str(out), "inputs": [{"path": str(POOL), "source": "pool"}]}, Path("/"), "lock")
+    holder = _holder(out)
+    try:
+        with pytest.raises(OutputError, match="in use by another Winnow run"):
+            run_curation(cfg)
+        assert sorted(p.name for p in out.iterdir()) == [".winnow.lock"]  # nothing written, nothing deleted
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert run_curation(cfg).stages[0].n_in > 0

@@ -78,3 +78,70 @@ def test_claims_outside_the_output_are_not_recorded(tmp_path):
     assert read_record(out) == ["b", "models"]
     with pytest.raises(OutputError, match="no ownership record"):
         claim(tmp_path, "kept")
+
+
+# --- one run at a time -------------------------------------------------------------------------
+
+def _holder(out) -> "subprocess.Popen":
+    """Another process holding `out`'s run lock until it is killed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, time; from flows.output import locked\n"
+            "with locked(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[1])
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_on_a_locked_output_is_refused_and_a_killed_holder_frees_it(tmp_path):
+    import signal
+
+    from flows.output import LOCK, locked
+
+    out = tmp_path / "out"
+    holder = _holder(out)
+    try:
+        with pytest.raises(OutputError, match=r"in use by another Winnow run \(pid \d+, started .* UTC\)"):
+            with locked(out):
+                pass
+        assert str(holder.pid) in (out / LOCK).read_text()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # as a run killed in the middle
+        holder.wait()
+    assert (out / LOCK).exists()  # left by the killed run: not locked any more
+    with locked(out):  # the kernel dropped the dead run's lock
+        prepare(out, overwrite=False)  # a lock file alone is not an entry: the directory counts as empty
+        with locked(out):  # re-entrant within a process
+            pass
+        assert (out / LOCK).exists()
+    assert sorted(os.listdir(out)) == [RECORD]  # the lock file goes with the run
+
+
+def test_no_lock_file_is_written_into_a_directory_winnow_would_refuse(tmp_path):
+    from flows.output import locked
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not empty and was not written by Winnow"):
+        with locked(home):
+            pass
+    assert os.listdir(home) == ["notes.txt"]
+
+
+def test_overwrite_never_lists_or_deletes_the_lock(tmp_path):
+    from flows.output import LOCK, locked
+
+    out = tmp_path / "out"
+    with locked(out):
+        prepare(out, overwrite=False)
+        claim(out, "kept")
+        (out / "kept").mkdir()
+        prepare(out, overwrite=True)
+        assert sorted(os.listdir(out)) == sorted([RECORD, LOCK])
+    (out / RECORD).write_text(json.dumps({"owner": "winnow", "format": 1, "entries": [LOCK]}))
+    with pytest.raises(OutputError, match="not an entry"):
+        prepare(out, overwrite=True)
