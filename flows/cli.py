@@ -387,9 +387,9 @@ def cmd_warm(args: argparse.Namespace) -> int:
 
 
 def _run_and_show(cfg, validate_only: bool = False) -> int:
-    from rich.console import Console
-
     from contextlib import nullcontext
+
+    from rich.console import Console
 
     from .curate import check_train_outputs, run_curation
     from .output import locked, prepare

@@ -43,7 +43,7 @@ from mixers.dirnames import inside
 RECORD = ".winnow-owned.json"
 LOCK = ".winnow.lock"
 FORMAT = 1
-_HELD: dict[Path, list[int]] = {}  # locked outputs of this process: [file descriptor, depth]
+_HELD: set[Path] = set()  # the outputs this process holds the lock of
 
 
 def record_path(output: str | os.PathLike) -> Path:
@@ -108,12 +108,17 @@ def _not_winnows(out: Path) -> OutputError:
                        "choose a new or empty directory (--overwrite only replaces Winnow's own outputs)")
 
 
-def prepare(output: str | os.PathLike, overwrite: bool) -> Path:
-    """Make `output` a directory Winnow owns and may write into (see the module docstring)."""
+def _directory(output: str | os.PathLike) -> Path:
+    """`output` resolved, refused if it exists and is not a directory."""
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a directory")
-    out = out.resolve()
+    return out.resolve()
+
+
+def prepare(output: str | os.PathLike, overwrite: bool) -> Path:
+    """Make `output` a directory Winnow owns and may write into (see the module docstring)."""
+    out = _directory(output)
     if _empty(out):
         out.mkdir(parents=True, exist_ok=True)
         _write_record(out, [])
@@ -162,16 +167,9 @@ def locked(output: str | os.PathLike) -> Iterator[Path]:
     """Hold `output`'s run lock for the block (see the module docstring)."""
     import fcntl
 
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output {out} exists and is not a directory")
-    out = out.resolve()
-    if out in _HELD:
-        _HELD[out][1] += 1
-        try:
-            yield out
-        finally:
-            _HELD[out][1] -= 1
+    out = _directory(output)
+    if out in _HELD:  # held by this process already: the outer block releases it
+        yield out
         return
     if not _empty(out) and not record_path(out).is_file():
         raise _not_winnows(out)
@@ -195,11 +193,11 @@ def locked(output: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}, started {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n".encode())
-    _HELD[out] = [fd, 1]
+    _HELD.add(out)
     try:
         yield out
     finally:
-        del _HELD[out]
+        _HELD.discard(out)
         try:
             os.unlink(path)  # while still locked: a run waiting on this file retries on the next
         except FileNotFoundError:
