@@ -118,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config", metavar="CONFIG", help="flow config (TOML) with a [validate] table")
     add_run_options(validate, only=("output", "master", "overwrite"))
 
+    status = _verb(sub, "status", "show what a rerun into an output directory would skip and redo",
+                   "Each step's saved state in OUTPUT: done (a rerun skips it), stale and why (inputs, "
+                   "parameters or code changed since), or missing, with the rows it kept and the disk "
+                   "its saved rows hold. Compared against the config the last run there started with, "
+                   "or against --config. Runs nothing.", handler=cmd_status)
+    status.add_argument("output", metavar="OUTPUT", help="an output directory a Winnow run wrote")
+    status.add_argument("--config", metavar="CONFIG", help="compare against this flow config (TOML) instead")
+    status.add_argument("--json", action="store_true", help="print the state as JSON")
+
     warm = _verb(sub, "warm", "build the JVM archive that makes every later command start faster",
                  "Record the classes a small curation run loads into a class-data-sharing archive for "
                  "this Java and Spark install (about 180 MB under ~/.cache/winnow/jvm, built once; `make` "
@@ -181,10 +190,17 @@ class _RichProgress:
         self._progress.update(self._tasks[name], completed=done, description=f"[bold]{name}[/] {note}")
 
     def stage_finished(self, record) -> None:
+        why = (record.resume or "").removeprefix("ran: ")
         self._progress.update(
             self._tasks[record.name], completed=1,
-            description=f"[bold]{record.name}[/] in {record.n_in:,}  kept {record.kept:,}  removed {record.removed:,}",
+            description=f"[bold]{record.name}[/] in {record.n_in:,}  kept {record.kept:,}  removed {record.removed:,}"
+            + (f"  [dim](ran: {why})[/]" if why and why != "no saved state" else ""),
         )
+
+    def stage_skipped(self, record) -> None:
+        self._tasks[record.name] = self._progress.add_task(
+            f"[bold]{record.name}[/] skipped, unchanged: in {record.n_in:,}  kept {record.kept:,}  "
+            f"removed {record.removed:,}", total=1, completed=1)
 
 
 def _stage_table(records):
@@ -372,6 +388,40 @@ def _warm_run(spark) -> None:
         run_curation(cfg, spark=spark)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import load_config
+    from .curate import status
+
+    cfg = load_config(args.config) if args.config else None
+    result = status(args.output, cfg)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    table = Table(title=f"saved state of {result['output']}")
+    for name, justify in (("step", "left"), ("state", "left"), ("why", "left"), ("kept", "right"), ("disk", "right")):
+        table.add_column(name, justify=justify)
+    for s in result["steps"]:
+        table.add_row(s["step"], s["state"], s["why"], "" if s["kept"] is None else f"{s['kept']:,}",
+                      _size(s["disk_bytes"]))
+    console = Console()
+    console.print(table)
+    console.print(f"saved state (_work): {_size(result['state_bytes'])}; output directory: {_size(result['output_bytes'])}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
+
+
 def cmd_warm(args: argparse.Namespace) -> int:
     from pipelines.spark import build_jvm_archive, jvm_archive_path
 
@@ -409,12 +459,8 @@ def _run_and_show(cfg, validate_only: bool = False) -> int:
                 base = str(output / "validate" / "base")
                 keep = (base_stage(cfg) or "read", base)
             summary = run_curation(cfg, progress=progress, keep=keep)
-        if cfg.validate_ is not None:
-            from pipelines.spark import get_spark
-
-            spark = get_spark(cfg.spark.master, shuffle_partitions=cfg.spark.shuffle_partitions,
-                              driver_memory=cfg.spark.driver_memory, conf=cfg.spark.conf)
-            result = run_validate(cfg, spark, progress, base=base)
+        if cfg.validate_ is not None:  # Spark starts inside only if a step needs it
+            result = run_validate(cfg, None, progress, base=base)
     if not validate_only:
         console.print(_stage_table(summary.stages))
         skipped = summary.stages[0].stats.get("skipped_files") if summary.stages[0].stage == "read" else 0

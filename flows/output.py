@@ -9,8 +9,10 @@ half-way leaves a record that covers what it wrote.
 `prepare(output, overwrite)`:
 - a directory that does not exist, or is empty: created, and an empty record written;
 - a directory with a record and no entries listed: used as it is;
-- a directory with a record listing entries: refused unless `overwrite`; with it, exactly the
-  listed entries are deleted (each checked to be one name inside the directory; a symbolic link
+- a directory with a record listing entries: kept as it is, for the run to resume from its saved
+  state (`flows/state.py`: a step that runs removes what it and later steps wrote, and only
+  entries the record lists); with `overwrite`, exactly the listed entries are deleted first,
+  the saved state with them (each checked to be one name inside the directory; a symbolic link
   is removed, never followed), the record is emptied, and anything else is left alone;
 - a non-empty directory without a record: refused, with or without `overwrite`. Winnow cannot
   prove that anything in it is its own (`--output ~ --overwrite` deletes nothing).
@@ -126,11 +128,9 @@ def prepare(output: str | os.PathLike, overwrite: bool) -> Path:
     entries = read_record(out)
     if entries is None:
         raise _not_winnows(out)
-    present = [e for e in entries if os.path.lexists(out / e)]
-    if present and not overwrite:
-        raise OutputError(f"output directory {out} holds an earlier run ({', '.join(present[:4])}"
-                          f"{', ...' if len(present) > 4 else ''}); pass --overwrite to replace it")
     targets = [_entry(out, e) for e in entries]  # all checked before anything is deleted
+    if not overwrite:  # the run resumes what is there
+        return out
     for target in targets:
         _remove(target)
     _write_record(out, [])

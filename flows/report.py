@@ -19,6 +19,7 @@ class StageRecord:
     seconds: float
     removed_path: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    resume: str | None = None  # "ran: <why>" or "skipped: unchanged" (flows/state.py)
 
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -66,6 +67,12 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(STAGE_HEADER) - 1)) + "|")
     for row in stage_table_rows(records):
         lines.append("| " + " | ".join(row) + " |")
+    if any(r.resume for r in records):
+        lines += ["", "## Resume", "",
+                  "A step is skipped when its key (inputs' contents, its parameters and those of every step "
+                  "before it, its code version) matches the saved run's; `winnow status OUTPUT` shows the same "
+                  "without running anything.", "", "| stage | decision |", "|---|---|"]
+        lines += [f"| {r.name} | {r.resume or ''} |" for r in records]
     details = [r for r in records if r.stats]
     if details:
         lines += ["", "## Stage details", ""]

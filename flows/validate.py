@@ -20,6 +20,12 @@ kept documents after the stage ``after``; by default the last stage before the f
 6. ``<output>/validate.json``, a table in ``<output>/report.md`` and
    ``<output>/plots/validate-loss.png`` (training loss against tokens, every run).
 
+Every step resumes (flows/state.py): the held-out set and each variant are curation runs that
+skip their unchanged steps; the tokenizer is retrained only when the base's files, its vocabulary
+size or the seed changed (`validate/tokenizer.key`); a (variant, seed) run whose key (its
+training settings, the keys of its variant's and the held-out set's last steps, the tokenizer's
+hash) matches the one saved beside its `train.json` (`run.key`) is not trained again.
+
 Each variant's mean over its seeds is compared with the first variant's: a difference is called
 real only when it is larger than twice its standard error (the seeds' spread, sqrt(s1^2/n1 +
 s2^2/n2)); otherwise the table says "within noise".
@@ -30,6 +36,7 @@ import json
 import math
 import shutil
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,7 @@ from mixers.dirnames import dir_name, inside
 
 from .config import RunConfig, base_stage, parse_buckets, parse_config, plans, variant_tail_stages
 from .output import claim
+from .state import RunState, canonical, digest
 
 # Documents the shared tokenizer trains on: the tokenize stage's own default (`sample_docs`), so a
 # variant's tokenizer is the one `winnow export` would train on the same base.
@@ -45,7 +53,7 @@ TOKENIZER_SAMPLE_DOCS = 20_000
 
 def _sub_config(cfg: RunConfig, output: Path, stages: list[dict[str, Any]], inputs=None) -> RunConfig:
     data = cfg.model_dump(mode="json", by_alias=True)
-    data.update({"output": str(output), "overwrite": True, "stages": stages, "train": [], "validate": None,
+    data.update({"output": str(output), "stages": stages, "train": [], "validate": None,
                  "write": {"columns": ["id", "source", "domain", "n_tokens", "dropped_tokens"]}})
     if inputs is not None:
         data["inputs"] = inputs
@@ -53,8 +61,10 @@ def _sub_config(cfg: RunConfig, output: Path, stages: list[dict[str, Any]], inpu
     return parse_config(data, Path("/"), "validate")
 
 
-def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) -> dict[str, Any]:
-    """Steps 2-6 of the module docstring from `base` (Parquet), or steps 1-6 when it is None."""
+def run_validate(cfg: RunConfig, spark=None, progress=None, base: str | None = None) -> dict[str, Any]:
+    """Steps 2-6 of the module docstring from `base` (Parquet), or steps 1-6 when it is None.
+    `spark`: the session to use; None: one is started only when a step needs it (a rerun with
+    nothing to do starts none)."""
     from pipelines.tokenize import sample_texts, train_tokenizer
     from training.loop import TrainConfig, train
 
@@ -86,8 +96,20 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
     if v.tokenizer:
         shutil.copyfile(v.tokenizer, tokenizer)
     else:
-        frame = spark.read.parquet(base)
-        train_tokenizer(sample_texts(frame, TOKENIZER_SAMPLE_DOCS, cfg.seed), v.vocab_size).save(tokenizer)
+        key = digest({"base": _files_key(Path(base)), "vocab_size": v.vocab_size, "seed": cfg.seed,
+                      "sample_docs": TOKENIZER_SAMPLE_DOCS, "version": RUN_VERSION})
+        mark = root / "tokenizer.key"
+        if not (Path(tokenizer).is_file() and mark.is_file() and mark.read_text().strip() == key):
+            mark.unlink(missing_ok=True)
+            if spark is None:
+                from pipelines.spark import get_spark
+
+                c = cfg.spark
+                spark = get_spark(c.master, shuffle_partitions=c.shuffle_partitions, driver_memory=c.driver_memory,
+                                  conf=c.conf)
+            frame = spark.read.parquet(base)
+            train_tokenizer(sample_texts(frame, TOKENIZER_SAMPLE_DOCS, cfg.seed), v.vocab_size).save(tokenizer)
+            mark.write_text(key + "\n")
     lo, hi = parse_buckets(v.buckets, "validate.buckets")
     heldout = root / "heldout"
     run_curation(_sub_config(cfg, heldout, [
@@ -113,13 +135,57 @@ def run_validate(cfg: RunConfig, spark, progress=None, base: str | None = None) 
                                model=dict(v.model), tokenizer=tokenizer, heldout=str(heldout),
                                eval_max_tokens=v.eval_max_tokens, seed=seed, resume=False,
                                schedule=variant.schedule)
-            runs[variant.name].append(train(tcfg, on_step=_progress_hook(progress, f"train {variant.name} seed {seed}",
-                                                                          tcfg.steps)))
+            runs[variant.name].append(_train_or_reuse(tcfg, output, data, heldout, tokenizer, progress,
+                                                      f"train {variant.name} seed {seed}"))
         results[variant.name] = {**_summarize(runs[variant.name], summary, export), "seeds": list(v.seeds)}
     out = _compare(results, [x.name for x in v.variants])
     (output / "validate.json").write_text(json.dumps(out, indent=2) + "\n")
     plot = _plot(runs, output / "plots" / "validate-loss.png")
     _append_report(output / "report.md", out, plot)
+    return out
+
+
+# Bumped when a (variant, seed) run's result changes for the same data and settings.
+RUN_VERSION = 1
+
+
+def _files_key(root: Path) -> str:
+    """A key of a Parquet directory's files (names and xxh3-128 of their bytes)."""
+    from pipelines.read_kernel import file_fingerprint
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+    return digest([[str(p.relative_to(root)), file_fingerprint(str(p))["xxh3_128"]] for p in files])
+
+
+def _last_key(run_output: Path) -> str | None:
+    """The key of a curation run's last step (it covers every step before it)."""
+    records = RunState(run_output).records()
+    return records[max(records)]["key"] if records else None
+
+
+def _train_or_reuse(tcfg, output: Path, data: Path, heldout: Path, tokenizer: str, progress, name: str) -> dict:
+    """`training.loop.train`, or the saved result of an earlier identical run (`run.key`)."""
+    from pipelines.read_kernel import file_fingerprint
+    from training.loop import train
+
+    key = digest({"version": RUN_VERSION, "config": canonical(tcfg, str(output)), "data": _last_key(data),
+                  "heldout": _last_key(heldout), "tokenizer": file_fingerprint(tokenizer)["xxh3_128"]})
+    run = Path(tcfg.output)
+    mark, started, result = run / "run.key", run / "started.key", run / "train.json"
+    if mark.is_file() and result.is_file() and mark.read_text().strip() == key:
+        if progress is not None and hasattr(progress, "run_started"):
+            progress.run_started(name, 1)
+            progress.run_advanced(name, 1, "skipped, unchanged")
+        return json.loads(result.read_text())
+    # the same run killed half-way resumes from its last checkpoint; any other starts clean
+    same = started.is_file() and started.read_text().strip() == key
+    if not same:
+        shutil.rmtree(run, ignore_errors=True)
+    mark.unlink(missing_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    started.write_text(key + "\n")
+    out = train(replace(tcfg, resume=same), on_step=_progress_hook(progress, name, tcfg.steps))
+    mark.write_text(key + "\n")
     return out
 
 

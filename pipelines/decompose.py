@@ -31,6 +31,9 @@ from core.params import param
 from .stage import Columns, StageContext, StageResult
 
 NAME = "decompose"
+# Bumped when this stage\'s output changes for the same input and parameters: saved state
+# (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 TAILS = ("keep", "drop")
 
 CHUNK_ARROW = pa.struct([("bucket", pa.int32()), ("position", pa.int32()), ("start", pa.int32()),

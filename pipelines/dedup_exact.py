@@ -23,6 +23,9 @@ from filters.text import NORMALIZATIONS, content_hashes
 from .stage import Columns, StageContext, StageResult, series_udf
 
 NAME = "dedup_exact"
+# Bumped when this stage\'s output changes for the same input and parameters: saved state
+# (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 
 
 @dataclass(frozen=True)

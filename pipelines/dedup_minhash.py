@@ -52,7 +52,7 @@ from pyspark.sql import types as T
 from . import minhash_kernel as mk
 from .components import LOCAL_EDGES, connected_components
 from .minhash_lsh import (  # noqa: F401 - re-exported: the stage's parameters and kernels
-    CHECKS, MAX_NUM_PERM, MAX_PROBES, NAME, NODE_ROW_BITS, PROBE_STREAM, DedupMinhashParams, band_keys,
+    CHECKS, MAX_NUM_PERM, MAX_PROBES, NAME, VERSION, NODE_ROW_BITS, PROBE_STREAM, DedupMinhashParams, band_keys,
     band_rows, bucket_pairs_kernel, explain, kernel_name, local_components, shingle_sets, signatures, verify_bin,
 )
 from .stage import Columns, StageContext, StageResult, series_udf

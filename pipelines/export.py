@@ -42,6 +42,9 @@ from .shards import write_datasets
 from .stage import Columns, StageContext, StageResult
 
 NAME = "export"
+# Bumped when this stage\'s output changes for the same input and parameters: saved state
+# (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 LAYOUTS = ("decomposition", "concat")
 UINT16_IDS = 1 << 16  # token ids below this fit uint16: half the bytes of uint32 shards
 

@@ -28,6 +28,9 @@ from filters.heuristics import LINE_MODIFIERS, RULES, HeuristicsConfig, check
 from .stage import Columns, StageContext, StageResult
 
 NAME = "heuristics"
+# Bumped when this stage\'s output changes for the same input and parameters: saved state
+# (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 
 
 @dataclass(frozen=True)

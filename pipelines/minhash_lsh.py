@@ -38,6 +38,9 @@ def kernel_name() -> str:
     return "numba" if mn.AVAILABLE else "numpy"
 
 NAME = "dedup_minhash"  # the stage these parameters configure
+# Bumped when the stage's output changes for the same input and parameters (both engines): saved
+# state (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 CHECKS = ("signature", "exact", "none")
 # 8192 values are 32 KiB of signature per document, and the estimate's standard error is already
 # below 0.006 at any Jaccard; each probe grouping adds b buckets per document.

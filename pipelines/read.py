@@ -35,6 +35,9 @@ from .schema import DOCUMENT_SCHEMA, READ_SCHEMA
 from .stage import StageContext, StageResult
 
 NAME = "read"
+# Bumped when this stage\'s output changes for the same input and parameters: saved state
+# (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 # A piece of a large file: at most this many bytes of plain JSONL; zstd frames and Parquet row
 # groups are cut at a quarter of it on disk (compressed). Smaller pieces (down to MIN_SPLIT_BYTES)
 # when the files are too few to give every core two tasks. Module constants, so a test can cut

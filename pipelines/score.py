@@ -32,6 +32,9 @@ from .spark import file_identity, ship_file
 from .stage import Columns, StageContext, StageResult
 
 NAME = "score"
+# Bumped when this stage\'s output changes for the same input and parameters: saved state
+# (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 BINS = 20
 # percentile_approx's accuracy for the reported quantiles: rank error at most 1e-4 of the rows,

@@ -33,6 +33,9 @@ from core.params import param
 from .stage import Columns, StageContext, StageResult
 
 NAME = "select"
+# Bumped when this stage\'s output changes for the same input and parameters: saved state
+# (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 RANK_POINTS = 1000
 # percentile_approx's accuracy: its rank error is at most 1 / accuracy of the rows, here 1e-5,
 # a hundredth of the 1e-3 spacing of the RANK_POINTS quantiles it places.

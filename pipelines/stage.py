@@ -117,6 +117,7 @@ class StageSpec:
     apply: Callable[[DataFrame, Any, StageContext], StageResult]
     doc: str = ""
     columns: Callable[[Any], Columns] = _no_columns
+    version: int = 1  # the module's VERSION: part of the key a rerun compares (flows/state.py)
 
 
 def series_udf(return_type, fn: Callable):

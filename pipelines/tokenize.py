@@ -34,6 +34,9 @@ from .spark import ship_file
 from .stage import Columns, StageContext, StageResult
 
 NAME = "tokenize"
+# Bumped when this stage\'s output changes for the same input and parameters: saved state
+# (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 EOT = "<|endoftext|>"
 MIN_VOCAB = 256 + 1   # a trained byte-level vocabulary: every byte, plus the end-of-text token
 MAX_VOCAB = 1 << 20   # ids stay far inside int32; export writes uint32 above 65,536

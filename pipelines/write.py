@@ -19,6 +19,9 @@ from core.params import param
 from .stage import StageContext, StageResult
 
 NAME = "write"
+# Bumped when this stage\'s output changes for the same input and parameters: saved state
+# (flows/state.py) of an earlier version is then not reused.
+VERSION = 1
 COMPRESSIONS = ("snappy", "zstd", "gzip", "none")
 
 

@@ -120,5 +120,11 @@ def test_run_with_input_override_writes_the_output_layout(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"in": 4, "kept": 2, "removed": 2}
     assert "| dedup_exact | 3 | 2 | 1 |" in (out / "report.md").read_text()
+    # the same run again resumes with nothing to do; another domain re-runs every step from read
+    same = run(["run", str(cfg), "--input", str(src), "--output", str(out), "--domain", "web"], tmp_path, tmp_path)
+    assert same.returncode == 0 and same.stdout.count("skipped, unchanged") == 3, same.stdout
     again = run(["run", str(cfg), "--input", str(src), "--output", str(out)], tmp_path, tmp_path)
-    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "(ran: parameters changed" in again.stdout, again.stdout
+    assert "| read | ran: parameters changed: inputs[0].domain web -> default |" in (out / "report.md").read_text()
+    assert pads.dataset(out / "kept").to_table().column("domain").to_pylist() == ["default", "default"]

@@ -88,7 +88,9 @@ def test_manifest_and_report_account_for_every_document(slice_run):
     assert "| dedup_exact |" in report and "in = kept + removed" in report
     assert stages[1]["stats"]["removed_by_reason"] == {"exact duplicate": len(sl["exact_dups"])}
     assert f"| exact duplicate | {len(sl['exact_dups']):,} |" in report
-    assert not (summary.output / "_work").exists()
+    work = summary.output / "_work"  # the saved state a rerun resumes from: a record per step, no temporaries
+    assert sorted(p.name for p in work.glob("[0-9]*.json")) == ["00-read.json", "01-dedup_exact.json", "02-write.json"]
+    assert not list(work.glob(".tmp-*"))
 
 
 def test_malformed_inputs_become_removed_rows_and_the_run_completes(spark, prefect_server, tmp_path):
@@ -118,7 +120,7 @@ def test_malformed_inputs_become_removed_rows_and_the_run_completes(spark, prefe
     assert len(kept_ids) == len(set(kept_ids))
 
 
-def test_non_empty_output_is_refused_without_overwrite(spark, prefect_server, tmp_path):
+def test_a_foreign_directory_is_refused_and_a_winnow_one_resumes_or_is_overwritten(spark, prefect_server, tmp_path):
     src = tmp_path / "a.jsonl"
     src.write_text('{"text": "x"}\n')
     out = tmp_path / "out"
@@ -132,9 +134,11 @@ def test_non_empty_output_is_refused_without_overwrite(spark, prefect_server, tm
     (out / "models").rmdir()
     run_curation(config([src], out, stages=[]), spark=spark)
     (out / "keep-me.txt").write_text("user file")  # added by the user after the run
-    with pytest.raises(WinnowError, match="holds an earlier run .*pass --overwrite"):
-        run_curation(config([src], out, stages=[]), spark=spark)
+    again = run_curation(config([src], out, stages=[]), spark=spark)  # resumes: nothing to do
+    assert [r.resume for r in again.stages] == ["skipped: unchanged"] * 2
+    assert (out / "keep-me.txt").read_text() == "user file"
     summary = run_curation(config([src], out, stages=[], overwrite=True), spark=spark)
+    assert [r.resume for r in summary.stages] == ["ran: no saved state", "ran: after read, which runs"]
     assert summary.manifest["counts"]["kept"] == 1
     assert (out / "keep-me.txt").read_text() == "user file"
     # every top-level entry of the run is in the record, and nothing else of Winnow's is there

@@ -226,7 +226,12 @@ def test_minhash_truth_holds_on_the_local_engine(tmp_path):
     # the pool's start is timed apart from the read; each stage's CPU seconds (workers' and driver's)
     assert read_stats["pool_start_seconds"] > 0 and read_stats["cpu_seconds"] > 0 and dedup_stats["cpu_seconds"] > 0
     assert "write_seconds" not in read_stats  # dedup_minhash writes kept/, not read
-    assert not list((summary.output).glob("_work"))  # warm-up files and units are gone with _work
+    # warm-up files and units are gone; the saved state is a record per step, no rows
+    assert sorted(p.name for p in (summary.output / "_work").iterdir()) == [
+        "00-read.json", "01-dedup_minhash.json", "02-write.json", "fingerprints.json", "run.json"]
+    again = run_curation(cfg)  # unchanged: nothing runs, no pool starts
+    assert [r.resume for r in again.stages] == ["skipped: unchanged"] * 3 and again.manifest["engine"]["name"] == "none"
+    assert [r.kept for r in again.stages] == [r.kept for r in summary.stages]
 
 
 def test_a_read_and_write_reports_the_writes_share_of_the_read_stage(tmp_path):

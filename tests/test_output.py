@@ -44,8 +44,8 @@ def test_overwrite_deletes_exactly_the_listed_entries(tmp_path):
     (out / "models" / "mine.bin").write_text("user")
     (out / "notes.txt").write_text("user")
     assert read_record(out) == ["bucket_8", "code", "kept", "manifest.json"]
-    with pytest.raises(OutputError, match="holds an earlier run .*pass --overwrite"):
-        prepare(out, overwrite=False)
+    prepare(out, overwrite=False)  # without --overwrite the run resumes: nothing is deleted here
+    assert sorted(os.listdir(out)) == [RECORD, "bucket_8", "code", "kept", "manifest.json", "models", "notes.txt"]
     prepare(out, overwrite=True)
     assert sorted(os.listdir(out)) == [RECORD, "models", "notes.txt"]
     assert (out / "models" / "mine.bin").read_text() == "user" and read_record(out) == []

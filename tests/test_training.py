@@ -388,6 +388,13 @@ seq_len = 128
     assert "## Validation" in report and "| random |" in report and (tmp_path / "out" / "plots" / "validate-loss.png").is_file()
     printed = capsys.readouterr().out
     assert "../concat vs random" in printed
+    runs = tmp_path / "out" / "validate" / "runs"
+    trained = {p: p.stat().st_mtime_ns for p in runs.rglob("train.json")}
+    assert len(trained) == 6
+    assert winnow(["validate", str(cfg)]) == 0  # unchanged: every step and (variant, seed) run reused
+    assert json.loads((tmp_path / "out" / "validate.json").read_text()) == out
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("train.json")} == trained
+    assert "skipped, unchanged" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text(cfg.read_text().replace('buckets = "5..7"', 'buckets = "7-5"'))
     assert winnow(["validate", str(bad), "--overwrite"]) == 2

@@ -1,0 +1,236 @@
+"""Resume keyed by content: a rerun skips unchanged steps, re-runs the first changed one and all
+after it, and a run killed with SIGKILL half-way resumes to the same rows and shards."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+from flows.curate import run_curation
+from flows.state import Fingerprints, RunState, explain
+
+from .conftest import config
+
+STAGES = [{"stage": "dedup_exact"},
+          {"stage": "heuristics", "rules": ["gopher_word_count"], "thresholds": {"min_words": 5}},
+          {"stage": "tokenize", "vocab_size": 600, "sample_docs": 300},
+          {"stage": "decompose", "min_log2": 5, "max_log2": 7},
+          {"stage": "export", "shard_rows": 300}]
+LABELS = ["read", "dedup_exact", "heuristics", "tokenize", "decompose", "export", "write"]
+
+
+def _kept(out: Path) -> list[dict]:
+    return pads.dataset(out / "kept", format="parquet").to_table().to_pylist()
+
+
+def _shards(out: Path) -> dict[str, list]:
+    """Every export shard's rows, by path under the output."""
+    shards = {}
+    for f in sorted(out.glob("bucket_*/data-*.arrow")):
+        with pa.ipc.open_stream(str(f)) as reader:
+            shards[str(f.relative_to(out))] = reader.read_all().to_pylist()
+    return shards
+
+
+def _resume(summary) -> dict[str, str]:
+    return {r.name: r.resume for r in summary.stages}
+
+
+@pytest.fixture(scope="module")
+def small(pool_slice, tmp_path_factory):
+    """Two of the slice's files (a few hundred documents), copied so a test may add to them."""
+    src = tmp_path_factory.mktemp("resume-src")
+    paths = [Path(shutil.copy(p, src)) for p in pool_slice["paths"][1:3]]
+    return paths
+
+
+@pytest.fixture(scope="module")
+def fresh(spark, prefect_server, small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume-fresh") / "out"
+    summary = run_curation(config(small, out, stages=STAGES, seed=5), spark=spark)
+    return out, summary
+
+
+def test_a_first_run_runs_every_step_and_saves_a_record_for_each(fresh):
+    out, summary = fresh
+    assert [r.name for r in summary.stages] == LABELS
+    assert _resume(summary)["read"] == "ran: no saved state"
+    assert all(v == "ran: after read, which runs" for k, v in _resume(summary).items() if k != "read")
+    records = RunState(out).records()
+    assert sorted(records) == [f"{i:02d}-{label}" for i, label in enumerate(LABELS)]
+    assert records["05-export"]["output"] == "kept" and records["04-decompose"]["output"] == "work"
+    assert {c.split("/")[0] for c in records["05-export"]["claimed"]} >= {"bucket_5", "bucket_6", "bucket_7"}
+    assert records["03-tokenize"]["claimed"] == ["tokenizer.json"]
+
+
+def test_an_unchanged_rerun_runs_nothing_and_starts_no_spark(fresh, tmp_path):
+    out, first = fresh
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)  # the state holds no absolute path: a moved output resumes too
+    cfg = config([i["path"] for i in json.loads((out / "manifest.json").read_text())["config"]["inputs"]],
+                 copy, stages=STAGES, seed=5)
+    start = time.perf_counter()
+    again = run_curation(cfg)  # no SparkSession given: one would be started only if a step ran
+    seconds = time.perf_counter() - start
+    assert set(_resume(again).values()) == {"skipped: unchanged"}, _resume(again)
+    assert again.manifest["engine"]["name"] == "none" and "spark" not in again.manifest
+    assert again.manifest["resume"]["files_hashed"] == 0  # path, size and mtime unchanged: no input read
+    assert [(r.n_in, r.kept, r.removed) for r in again.stages] == [(r.n_in, r.kept, r.removed) for r in first.stages]
+    assert _kept(copy) == _kept(out) and _shards(copy) == _shards(out)
+    assert seconds < 60  # generous: a rerun that started Spark and ran the stages would still pass
+
+
+def test_a_changed_parameter_reruns_exactly_that_stage_and_those_after_it(spark, fresh, small, tmp_path):
+    out, _ = fresh
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    stages = [dict(s) for s in STAGES]
+    stages[1] = {**stages[1], "thresholds": {"min_words": 12}}
+    changed = run_curation(config(small, copy, stages=stages, seed=5), spark=spark)
+    why = _resume(changed)
+    assert why["read"] == why["dedup_exact"] == "skipped: unchanged"
+    assert why["heuristics"] == "ran: parameters changed: thresholds.min_words 5 -> 12", why
+    assert all(why[k] == "ran: after heuristics, which runs" for k in LABELS[3:])
+    reference = run_curation(config(small, tmp_path / "ref", stages=stages, seed=5), spark=spark)
+    assert _kept(copy) == _kept(tmp_path / "ref") and _shards(copy) == _shards(tmp_path / "ref")
+    assert [r.kept for r in changed.stages] == [r.kept for r in reference.stages]
+    assert changed.stages[2].removed > 0 and changed.stages[2].kept < changed.stages[1].kept
+
+
+def test_a_new_stage_version_or_input_file_reruns_from_there(spark, fresh, small, tmp_path, monkeypatch):
+    from pipelines import registry
+
+    out, _ = fresh
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    monkeypatch.setitem(registry.STAGES, "decompose", replace(registry.STAGES["decompose"], version=2))
+    bumped = run_curation(config(small, copy, stages=STAGES, seed=5), spark=spark)
+    assert _resume(bumped)["tokenize"] == "skipped: unchanged"
+    assert _resume(bumped)["decompose"] == "ran: code changed: version 1 -> 2"
+    monkeypatch.undo()
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"id": "new-1", "text": "a brand new document " * 10}) + "\n")
+    grown = run_curation(config([*small, extra], copy, stages=STAGES, seed=5), spark=spark)
+    why = _resume(grown)
+    assert why["read"] == "ran: inputs changed: 1 file added", why
+    assert grown.stages[0].n_in == bumped.stages[0].n_in + 1
+    assert "new-1" in {r["id"] for r in _kept(copy)}
+
+
+def test_overwrite_discards_the_saved_state(spark, fresh, small, tmp_path):
+    out, _ = fresh
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    again = run_curation(config(small, copy, stages=STAGES, seed=5, overwrite=True), spark=spark)
+    assert _resume(again)["read"] == "ran: no saved state"
+
+
+def test_a_run_killed_mid_stage_resumes_to_the_same_rows_and_shards(spark, fresh, small, tmp_path):
+    """SIGKILL to the whole run (driver, JVM, Prefect server) while a stage after dedup_exact is
+    writing; the rerun skips the finished stages and ends with what an uninterrupted run wrote."""
+    out, first = fresh
+    killed = tmp_path / "out"
+    toml = tmp_path / "run.toml"
+    inputs = "".join(f'[[inputs]]\npath = "{p}"\nsource = "{p.name.split(".")[0]}"\ndomain = "{p.name.split(".")[0]}"\n\n'
+                     for p in small)
+    stages = ""
+    for s in STAGES:
+        stages += "[[stages]]\n" + "".join(f"{k} = {json.dumps(v) if not isinstance(v, dict) else _inline(v)}\n"
+                                           for k, v in s.items()) + "\n"
+    toml.write_text(f'output = "{killed}"\nseed = 5\n[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n\n'
+                    f"{inputs}{stages}")
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"))
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(toml)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    work = killed / "_work"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (work / "01-dedup_exact.json").exists() and any(work.glob(".tmp-*")):
+                break  # a later stage is writing its output
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (killed / "manifest.json").exists()
+    done = set(RunState(killed).records())
+    assert {"00-read", "01-dedup_exact"} <= done and "06-write" not in done
+    resumed = run_curation(config(small, killed, stages=STAGES, seed=5), spark=spark)
+    why = _resume(resumed)
+    skipped = [k for k, v in why.items() if v == "skipped: unchanged"]
+    assert skipped == [k for k in LABELS if f"{LABELS.index(k):02d}-{k}" in done], why
+    assert "read" in skipped and "dedup_exact" in skipped and why["write"].startswith("ran: ")
+    assert not list(work.glob(".tmp-*"))
+    assert _kept(killed) == _kept(out) and _shards(killed) == _shards(out)
+    assert [(r.n_in, r.kept, r.removed) for r in resumed.stages] == [(r.n_in, r.kept, r.removed) for r in first.stages]
+
+
+def test_status_says_what_a_rerun_would_skip_and_redo_without_running_it(fresh, small, tmp_path, capsys):
+    from flows.cli import main
+
+    out, _ = fresh
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    assert main(["status", str(copy), "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert [(s["step"], s["state"]) for s in state["steps"]] == [(k, "done") for k in LABELS]
+    assert all(s["disk_bytes"] > 0 for s in state["steps"]) and state["state_bytes"] > 0
+    edited = tmp_path / "src"
+    shutil.copytree(small[0].parent, edited)
+    moved = [edited / p.name for p in small]
+    toml = tmp_path / "c.toml"
+    inputs = "".join(f'[[inputs]]\npath = "{p}"\nsource = "{p.name.split(".")[0]}"\ndomain = "{p.name.split(".")[0]}"\n\n'
+                     for p in moved)
+    toml.write_text(f"seed = 5\noutput = \"{copy}\"\n{inputs}" + "".join(
+        "[[stages]]\n" + "".join(f"{k} = {json.dumps(v) if not isinstance(v, dict) else _inline(v)}\n"
+                                 for k, v in st.items()) + "\n" for st in STAGES))
+    assert main(["status", str(copy), "--config", str(toml), "--json"]) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert steps[0] == {**steps[0], "state": "stale", "why": "inputs changed: 2 files added, 2 files removed"}
+    assert [s["why"] for s in steps[1:]] == ["after read"] * (len(LABELS) - 1)
+    assert main(["status", str(copy), "--config", str(toml)]) == 0
+    assert "stale" in capsys.readouterr().out
+    before = sorted(p.name for p in copy.rglob("*"))
+    main(["status", str(copy)])
+    assert sorted(p.name for p in copy.rglob("*")) == before  # nothing written
+
+
+def _inline(d: dict) -> str:
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) + " }"
+
+
+def test_fingerprints_reuse_a_hash_while_path_size_and_mtime_are_unchanged(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    prints = Fingerprints()
+    first = prints.get([str(f)])[str(f)]
+    again = Fingerprints(prints.saved)
+    assert again.get([str(f)])[str(f)] == first and again.fresh == 0
+    f.write_text("two")  # the size is the same; the mtime moves
+    os.utime(f, ns=(1, 1))
+    changed = Fingerprints(prints.saved)
+    assert changed.get([str(f)])[str(f)]["xxh3_128"] != first["xxh3_128"] and changed.fresh == 1
+
+
+def test_explain_names_what_changed():
+    base = {"stage": "select", "version": 1, "seed": 1, "params": {"top_fraction": 0.1, "score": "s"}, "inputs": None}
+    assert explain(base, {**base, "params": {"top_fraction": 0.2, "score": "s"}}, None) == \
+        "parameters changed: top_fraction 0.1 -> 0.2"
+    assert explain(base, {**base, "version": 2}, None) == "code changed: version 1 -> 2"
+    assert explain(base, base, "dedup_exact") == "after dedup_exact, which runs"
+    a = {**base, "inputs": {"x": "1", "y": "2"}}
+    assert explain(a, {**base, "inputs": {"x": "1", "y": "3", "z": "4"}}, None) == "inputs changed: 1 file added, 1 file changed"
+    assert explain({**base, "files": {"/m/model.bin": "1"}}, {**base, "files": {"/m/model.bin": "2"}}, None) == \
+        "files it reads changed: model.bin"
