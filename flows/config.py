@@ -203,7 +203,11 @@ def _resolve_model(path: str, base: Path) -> str:
 
 
 def _resolve_stage_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Model paths of a score stage's scorers resolve like every other path in the file."""
+    """Model paths of a score stage's scorers, and a dedup stage's `against` directories,
+    resolve like every other path in the file."""
+    against = raw.get("against")
+    if isinstance(against, list) and all(isinstance(a, str) for a in against):
+        raw = {**raw, "against": [_resolve(a, base) for a in against]}
     if raw.get("stage") != "score" or not isinstance(raw.get("scorers"), list):
         return raw
     scorers = []

@@ -456,6 +456,12 @@ def _keys(cfg: RunConfig, output: Path, steps: list, state: RunState, first_file
                  if f in models or not (f == out_s or f.startswith(out_s + os.sep))]
         if named:
             parts["files"] = {canonical(p, out_s): h["xxh3_128"] for p, h in state.prints.get(named).items()}
+        against = list(getattr(params, "against", ()) or ())  # earlier outputs a dedup reads
+        if against:
+            from pipelines.against import files as files_under
+
+            found = files_under(against)
+            parts["against"] = {canonical(p, out_s): h["xxh3_128"] for p, h in state.prints.get(found).items()}
         if i == 0:
             parts["inputs"] = {canonical(p, out_s): h["xxh3_128"] for p, h in first_files.items()}
         result.append(Step(i, label, stage, parts))

@@ -63,14 +63,17 @@ def add_params(parser: argparse.ArgumentParser, cls: type, *, only: tuple[str, .
         if (only is not None and f.name not in only) or f.name in skip:
             continue
         kind = _scalar_type(hints[f.name])
-        if kind is None:
+        paths = hints[f.name] == tuple[str, ...] and f.metadata.get(METAVAR) in PATH_METAVARS
+        if kind is None and not paths:
             continue
         help_text = f"{f.metadata[HELP]} (default {_shown(default_of(f))})"
         if f.name in taken:  # one flag, two classes' fields: its help says both
             taken[f.name].help = f"{taken[f.name].help}; and {help_text}"
             continue
         common: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
-        if kind is bool:
+        if paths:  # a list of paths: the flag repeats (--against A --against B)
+            parser.add_argument(flag_name(f), action="append", metavar=f.metadata[METAVAR], **common)
+        elif kind is bool:
             parser.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **common)
         else:
             parser.add_argument(flag_name(f), type=kind, metavar=f.metadata.get(METAVAR, f.name.upper()),
@@ -89,6 +92,8 @@ def given(args: argparse.Namespace, cls: type, *, only: tuple[str, ...] | None =
             continue
         if isinstance(value, str) and f.metadata.get(METAVAR) in PATH_METAVARS:
             value = str(Path(value).expanduser().resolve())
+        elif isinstance(value, list) and f.metadata.get(METAVAR) in PATH_METAVARS:
+            value = [str(Path(v).expanduser().resolve()) for v in value]
         out[f.name] = value
     return out
 
@@ -109,8 +114,9 @@ class RunOptions:
     engine: str | None = param(None, metavar="ENGINE",
                                help="auto (the default: a dedup of up to 1 GiB of text on one machine runs on the "
                                "local engine, a process pool without Spark; anything else on Spark), spark or local")
-    overwrite: bool | None = param(None, help="replace an earlier Winnow run in the output directory: deletes "
-                                   "only the entries its .winnow-owned.json lists (a directory without one is "
+    overwrite: bool | None = param(None, help="start fresh: discard the saved state of an earlier Winnow run in "
+                                   "the output directory and delete only the entries its .winnow-owned.json lists "
+                                   "(without it a run resumes the earlier one; a directory without that record is "
                                    "never written into); --no-overwrite overrides overwrite = true in a config")
 
 

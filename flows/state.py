@@ -213,6 +213,8 @@ def explain(old: dict[str, Any], new: dict[str, Any], earlier_ran: str | None) -
             _flat({"seed": new.get("seed"), **(new.get("params") or {})})
         diffs = [f"{k} {_short(a.get(k))} -> {_short(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         return "parameters changed: " + "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+    if old.get("against") != new.get("against"):
+        return "the earlier outputs it deduplicates against changed"
     if old.get("files") != new.get("files"):
         a, b = old.get("files") or {}, new.get("files") or {}
         names = sorted(os.path.basename(p) for p in set(a) | set(b) if a.get(p) != b.get(p))

@@ -55,6 +55,7 @@ from .minhash_lsh import (  # noqa: F401 - re-exported: the stage's parameters a
     CHECKS, MAX_NUM_PERM, MAX_PROBES, NAME, VERSION, NODE_ROW_BITS, PROBE_STREAM, DedupMinhashParams, band_keys,
     band_rows, bucket_pairs_kernel, explain, kernel_name, local_components, shingle_sets, signatures, verify_bin,
 )
+from .against import EARLIER_NEAR, earlier_documents
 from .stage import Columns, StageContext, StageResult, series_udf
 
 # Documents (in ambiguous pairs; in components) up to which the joins that pick them out of the
@@ -236,8 +237,11 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     b, r = params.banding()
     extra = ["source"] if params.per_source else []
     docs = df.withColumn("_node", node_column())  # re-read from Parquet where used: one corpus copy in memory, not two
+    # with `against`, the earlier outputs' documents join the pool with nodes below every new one:
+    # each survives its component, and only the new documents are tagged and emitted
+    pool = _with_earlier(docs, params, ctx, extra) if params.against else docs
 
-    kernel_in = docs.select(F.col("_node").alias("node"), "text", *extra)
+    kernel_in = pool.select(F.col("_node").alias("node"), "text", *extra)
     positions = np.array([list(rows) for rows in band_rows(params)], dtype=np.int64)
     kernel = _bucket_kernel(params.num_perm, params.ngram, params.seed, extra, positions)
     bucket_type = T.StructType(
@@ -250,9 +254,9 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
                    "candidate_pairs": candidates.count()}
     labels = None
     if params.check != "none" and stats["candidate_pairs"] <= LOCAL_EDGES:
-        labels = _grouped_check(candidates, docs, params, stats, ctx)
+        labels = _grouped_check(candidates, pool, params, stats, ctx)
     if labels is None:
-        edges = _check(candidates, docs, params, stats, ctx)
+        edges = _check(candidates, pool, params, stats, ctx)
         labels, rounds = connected_components(edges)
         stats["cc_rounds"] = rounds
     else:
@@ -272,9 +276,9 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
     def spread(frame: DataFrame) -> DataFrame:
         return F.broadcast(frame) if small else frame
 
-    survivors = _survivors(labels, docs, params)
+    survivors = _survivors(labels, pool, params)
     ids = ctx.persist(
-        docs.select(F.col("_node").alias("node"), F.col("id").alias("_nid")).join(spread(labels.select("node")), "node", "left_semi")
+        pool.select(F.col("_node").alias("node"), F.col("id").alias("_nid")).join(spread(labels.select("node")), "node", "left_semi")
     )
     info = (
         survivors.join(spread(ids.withColumnRenamed("node", "component").withColumnRenamed("_nid", "cluster_id")), "component")
@@ -290,10 +294,24 @@ def apply(df: DataFrame, params: DedupMinhashParams, ctx: StageContext) -> Stage
         *df.columns,
         "cluster_id",
         F.lit(NAME).alias("removed_by"),
-        F.concat(F.lit("near-duplicate of "), F.col("_survivor_id")).alias("reason"),
+        F.when(F.col("survivor") < 0, F.concat(F.lit(EARLIER_NEAR), F.col("_survivor_id")))
+        .otherwise(F.concat(F.lit("near-duplicate of "), F.col("_survivor_id"))).alias("reason"),
         F.col("_survivor_id").alias("duplicate_of"),
     )
+    if params.against:
+        stats["earlier_duplicates"] = tagged.where(is_removed & (F.col("survivor") < 0)).count()
     return StageResult(kept, removed, stats)
+
+
+def _with_earlier(docs: DataFrame, params: DedupMinhashParams, ctx: StageContext, extra: list[str]) -> DataFrame:
+    """The new documents and those of `params.against` (negative `_file`, so negative nodes) in
+    one frame of the columns the dedup reads."""
+    earlier = earlier_documents(ctx, params.against, NAME, params.per_source).withColumn("_node", node_column())
+    cols = ["_node", "id", "text", *extra]
+    if params.score_column:  # earlier documents come first whatever the score (see _survivors)
+        earlier = earlier.withColumn(params.score_column, F.lit(None).cast(docs.schema[params.score_column].dataType))
+        cols.append(params.score_column)
+    return docs.select(*cols).unionByName(earlier.select(*cols))
 
 
 def _check(candidates: DataFrame, docs: DataFrame, params: DedupMinhashParams, stats: dict,
@@ -348,7 +366,9 @@ def _survivors(labels: DataFrame, docs: DataFrame, params: DedupMinhashParams) -
     if params.score_column is None:
         return labels.withColumn("survivor", F.col("component"))
     scores = docs.select(F.col("_node").alias("node"), F.col(params.score_column).cast("double").alias("_score"))
-    order = Window.partitionBy("component").orderBy(F.col("_score").desc_nulls_last(), F.col("node"))
+    # an earlier output's document (node < 0, `against`) survives before any score
+    order = Window.partitionBy("component").orderBy((F.col("node") < 0).desc(), F.col("_score").desc_nulls_last(),
+                                                    F.col("node"))
     return (
         labels.join(scores, "node")
         .withColumn("survivor", F.first("node").over(order.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)))

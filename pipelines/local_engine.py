@@ -125,6 +125,8 @@ def choose(engine: str, master: str | None, stages: list[tuple[str, Any]], input
             sorted({name for name, _ in stages if name != lsh.NAME}))
     elif any(getattr(params, "score_column", None) for _, params in stages):
         why = "dedup_minhash.score_column is set (survivors by score run on Spark)"
+    elif any(getattr(params, "against", None) for _, params in stages):
+        why = "dedup_minhash.against is set (deduplication against earlier outputs runs on Spark)"
     if engine == "local":
         if why:
             raise WinnowError(f"engine local: not possible here: {why}; use engine auto or spark")

@@ -73,6 +73,10 @@ class DedupMinhashParams:
     probes: int = param(2, metavar="P", help="groupings of the signature values into bands (1 = plain LSH)")
     seed: int = param(1, metavar="N", help="permutation seed: the same seed gives the same signatures everywhere")
     per_source: bool = param(False, help="compare documents of the same source only")
+    against: tuple[str, ...] = param((), metavar="DIR",
+                                     help="earlier runs' kept/ directories: a document near-duplicating one there is "
+                                     "removed (reason: earlier near-duplicate of <its id>); theirs are not "
+                                     "emitted again")
     score_column: str | None = param(None, metavar="COL",
                                      help="keep the document with the highest COL in each component, "
                                      "not the first")

@@ -71,6 +71,8 @@ def test_verbs_turn_flags_into_stage_entries():
     args = parser.parse_args(["dedup", "x.jsonl", "-o", "out", "--threshold", "0.7", "--check", "exact",
                               "--per-source"])
     assert dedup_stage(args) == {"stage": "dedup_minhash", "threshold": 0.7, "check": "exact", "per_source": True}
+    args = parser.parse_args(["dedup", "x.jsonl", "-o", "out", "--against", "w1/kept", "--against", "/w2/kept"])
+    assert dedup_stage(args) == {"stage": "dedup_minhash", "against": [str(Path("w1/kept").resolve()), "/w2/kept"]}
     args = parser.parse_args(["export", "x.jsonl", "-o", "out", "--buckets", "5..9", "--seed", "3",
                               "--mixture", "m.json"])
     stages = export_stages(args)

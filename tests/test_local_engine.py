@@ -181,6 +181,7 @@ def test_the_engine_is_chosen_from_the_run(tmp_path):
     assert local_engine.choose("auto", None, dedup, local_engine.LOCAL_MAX_BYTES + 1)[0] == "spark"
     assert local_engine.choose("auto", None, dedup + [("score", None)], 10)[0] == "spark"
     assert local_engine.choose("auto", None, [("dedup_minhash", DedupMinhashParams(score_column="s"))], 10)[0] == "spark"
+    assert local_engine.choose("auto", None, [("dedup_minhash", DedupMinhashParams(against=("w1",)))], 10)[0] == "spark"
     assert local_engine.choose("spark", None, dedup, 10)[0] == "spark"
     assert local_engine.choose("local", None, dedup, local_engine.LOCAL_MAX_BYTES * 4)[0] == "local"
     with pytest.raises(WinnowError, match="engine local: not possible here: the local engine runs read, "

@@ -234,3 +234,45 @@ def test_explain_names_what_changed():
     assert explain(a, {**base, "inputs": {"x": "1", "y": "3", "z": "4"}}, None) == "inputs changed: 1 file added, 1 file changed"
     assert explain({**base, "files": {"/m/model.bin": "1"}}, {**base, "files": {"/m/model.bin": "2"}}, None) == \
         "files it reads changed: model.bin"
+
+
+def test_incremental_dedup_removes_copies_of_an_earlier_outputs_documents_and_emits_none_of_them(
+        spark, small, pool_slice, tmp_path):
+    """Week 1 curates one file; week 2 adds a file of exact and near copies of week 1's kept
+    documents and a file of new ones, deduplicated `against` week 1's kept/: the copies are
+    removed naming the earlier document, nothing of week 1 is emitted again, the new ones stay."""
+    week1 = run_curation(config(small[:1], tmp_path / "week1", stages=[]), spark=spark)
+    earlier = _kept(tmp_path / "week1")
+    long_docs = [r for r in earlier if len(r["text"].split()) > 300][:20]
+    short = [r for r in earlier if r not in long_docs][:20]
+    assert len(long_docs) == 20 and len(short) == 20
+    copies = tmp_path / "copies.jsonl"
+    with open(copies, "w") as f:
+        for i, r in enumerate(short):  # exact copies (whitespace aside)
+            f.write(json.dumps({"id": f"exact-{i}", "text": "  " + r["text"] + "\n"}) + "\n")
+        for i, r in enumerate(long_docs):  # one word changed in 300+: Jaccard of 5-gram shingles > 0.95
+            words = r["text"].split(" ")
+            words[len(words) // 2] = "zebra"
+            f.write(json.dumps({"id": f"near-{i}", "text": " ".join(words)}) + "\n")
+    against = [str(tmp_path / "week1" / "kept")]
+    stages = [{"stage": "dedup_exact", "against": against}, {"stage": "dedup_minhash", "against": against}]
+    week2 = run_curation(config([copies, small[1]], tmp_path / "week2", stages=stages), spark=spark)
+    removed = {s: {r["id"]: r for r in pads.dataset(tmp_path / "week2" / "removed" / s).to_table().to_pylist()}
+               for s in ("dedup_exact", "dedup_minhash")}
+    original = {f"exact-{i}": r["id"] for i, r in enumerate(short)} | {f"near-{i}": r["id"] for i, r in enumerate(long_docs)}
+    got = {i: r["duplicate_of"] for s in removed.values() for i, r in s.items() if r["reason"].startswith("earlier ")}
+    assert {i: got[i] for i in original} == original
+    assert set(got) - set(original) <= pool_slice["planted"]  # the pool's own planted cross-file copies
+    assert all(removed["dedup_exact"][f"exact-{i}"]["reason"] == f"earlier exact duplicate of {short[i]['id']}"
+               for i in range(20))
+    assert all(removed["dedup_minhash"][f"near-{i}"]["reason"] == f"earlier near-duplicate of {long_docs[i]['id']}"
+               for i in range(20))
+    kept = {r["id"] for r in _kept(tmp_path / "week2")}
+    assert not kept & {r["id"] for r in earlier}  # week 1's documents are not emitted again
+    fresh = {r["id"] for r in pads.dataset(tmp_path / "week2" / "kept").to_table().to_pylist()}
+    assert fresh and all(not i.startswith(("exact-", "near-")) for i in fresh)
+    stats = {r.name: r.stats for r in week2.stages}
+    assert stats["dedup_exact"]["earlier_duplicates"] + stats["dedup_minhash"]["earlier_duplicates"] == len(got)
+    assert stats["dedup_exact"]["removed_by_reason"]["earlier exact duplicate"] >= 20
+    assert stats["dedup_minhash"]["removed_by_reason"]["earlier near-duplicate"] >= 20
+    assert week1.stages[-1].kept == len(earlier)
