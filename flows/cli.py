@@ -118,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config", metavar="CONFIG", help="flow config (TOML) with a [validate] table")
     add_run_options(validate, only=("output", "master", "overwrite"))
 
+    serve = _verb(sub, "serve", "serve configs on their [schedule] from a Prefect server",
+                  "Turn each config's [schedule] (cron = \"0 3 * * 1\" or interval = SECONDS, timezone) into a "
+                  "Prefect deployment of the flow winnow-scheduled and serve them from this process until "
+                  "Ctrl-C, against the server PREFECT_API_URL names (start one with `prefect server start`). "
+                  "Each scheduled run resumes its output's saved state; {date} in `output` is the scheduled "
+                  "date, for a snapshot per run.", handler=cmd_serve)
+    serve.add_argument("configs", nargs="+", metavar="CONFIG", help="flow configs (TOML) with a [schedule] table")
+
+    runs = _verb(sub, "runs", "list recent Winnow flow runs on the Prefect server",
+                 "Name, flow, state, start, duration and output directory of the latest runs of "
+                 "winnow-scheduled and winnow-curate, from the server PREFECT_API_URL names (else the local "
+                 "ephemeral one).", handler=cmd_runs)
+    runs.add_argument("--limit", type=int, default=20, metavar="N", help="how many runs (default 20)")
+    runs.add_argument("--json", action="store_true", help="print the runs as JSON")
+
     status = _verb(sub, "status", "show what a rerun into an output directory would skip and redo",
                    "Each step's saved state in OUTPUT: done (a rerun skips it), stale and why (inputs, "
                    "parameters or code changed since), or missing, with the rows it kept and the disk "
@@ -388,6 +403,37 @@ def _warm_run(spark) -> None:
         run_curation(cfg, spark=spark)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(args.configs)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .serve import runs
+
+    if args.limit < 1:
+        raise UsageError("--limit: give a positive number")
+    found = runs(args.limit)
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return 0
+    table = Table(title="Winnow flow runs, newest first")
+    for name in ("name", "flow", "state", "start", "seconds", "output"):
+        table.add_column(name, justify="right" if name == "seconds" else "left")
+    for r in found:
+        table.add_row(r["name"], r["flow"], r["state"], r["start"], "" if r["seconds"] is None else f"{r['seconds']:.1f}",
+                      r["output"])
+    Console().print(table)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
@@ -445,6 +491,11 @@ def _run_and_show(cfg, validate_only: bool = False) -> int:
     from .output import locked, prepare
     from .validate import base_stage, report_lines, run_validate
 
+    import datetime as dt
+
+    from .config import dated
+
+    cfg = dated(cfg, dt.datetime.now(dt.timezone.utc))  # {date} in `output`: today's, for a run by hand
     console = Console(stderr=False)
     output = Path(cfg.output).resolve()
     base = None

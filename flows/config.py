@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from core.errors import ConfigError, ScorerError, WinnowError
 from pipelines import STAGES
@@ -88,8 +88,36 @@ class ValidateConfig(_Strict):
     train: dict[str, Any] = Field(default_factory=dict)           # more training.loop.TrainConfig fields
 
 
+class ScheduleConfig(_Strict):
+    """When `winnow serve` runs the config: a cron expression or an interval in seconds, in a
+    time zone (IANA name, default UTC)."""
+
+    cron: str | None = None
+    interval: float | None = Field(default=None, gt=0)
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "ScheduleConfig":
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("give exactly one of cron and interval")
+        if self.cron is not None:
+            from prefect.schedules import validate_cron_string
+
+            try:
+                validate_cron_string(self.cron)
+            except ValueError:
+                raise ValueError(f"{self.cron!r} is not a cron expression (minute hour day month weekday)") from None
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{self.timezone!r} is not a time zone name (such as UTC or Europe/Paris)") from None
+        return self
+
+
 class RunConfig(_Strict):
-    output: str
+    output: str  # may hold {date}: the scheduled date (a served run) or today's (UTC), as YYYY-MM-DD
     seed: int = 0
     overwrite: bool = False
     # auto: the local engine for a dedup on one machine (pipelines/local_engine.py), else Spark
@@ -100,6 +128,14 @@ class RunConfig(_Strict):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     write: WriteConfig = Field(default_factory=WriteConfig)
     validate_: ValidateConfig | None = Field(default=None, alias="validate")
+    schedule: ScheduleConfig | None = None
+
+
+def dated(cfg: RunConfig, when) -> RunConfig:
+    """`cfg` with `{date}` in its output replaced by `when`'s date (YYYY-MM-DD)."""
+    if "{date}" not in cfg.output:
+        return cfg
+    return cfg.model_copy(update={"output": cfg.output.replace("{date}", when.strftime("%Y-%m-%d"))})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -230,8 +230,10 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
             shutil.copytree(work_path, keep[1])
     live["records"] = records
     try:
-        from prefect.artifacts import create_table_artifact
+        from prefect.artifacts import create_link_artifact, create_table_artifact
 
+        create_link_artifact(key="winnow-output", link=output.as_uri(), link_text=str(output),
+                             description="Winnow output directory")
         create_table_artifact(
             key="winnow-stages",
             table=[dict(zip(STAGE_HEADER, row)) for row in stage_table_rows(records)],

@@ -87,3 +87,21 @@ def test_the_command_line_overrides_overwrite_true_in_a_config_both_ways(tmp_pat
         assert with_overrides(cfg, overwrite=args.overwrite).overwrite is expected, argv
     off = cfg.model_copy(update={"overwrite": False})
     assert with_overrides(off, overwrite=build_parser().parse_args(["run", "--overwrite"]).overwrite).overwrite
+
+
+def test_a_schedule_takes_one_cron_or_interval_and_a_real_time_zone():
+    import datetime as dt
+
+    from flows.config import dated
+
+    base = {"output": "out/{date}", "inputs": [{"path": "x.jsonl", "source": "x"}]}
+    cfg = parse_config({**base, "schedule": {"cron": "0 3 * * 1", "timezone": "Europe/Paris"}}, Path("/"), "c")
+    assert cfg.schedule.cron == "0 3 * * 1" and cfg.schedule.timezone == "Europe/Paris"
+    assert parse_config({**base, "schedule": {"interval": 3600}}, Path("/"), "c").schedule.interval == 3600
+    for bad, says in (({}, "exactly one of cron and interval"), ({"cron": "0 3 * *", "interval": 5}, "exactly one"),
+                      ({"cron": "every monday"}, "not a cron expression"), ({"interval": 0}, "greater than 0"),
+                      ({"interval": 5, "timezone": "Mars/Olympus"}, "not a time zone name"),
+                      ({"interval": 5, "every": 1}, "every")):
+        with pytest.raises(ConfigError, match=says):
+            parse_config({**base, "schedule": bad}, Path("/"), "c")
+    assert dated(cfg, dt.datetime(2026, 12, 7, 3, tzinfo=dt.timezone.utc)).output == "/out/2026-12-07"
