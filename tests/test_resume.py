@@ -12,6 +12,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import re
+
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
@@ -23,10 +25,12 @@ from .conftest import config
 
 STAGES = [{"stage": "dedup_exact"},
           {"stage": "heuristics", "rules": ["gopher_word_count"], "thresholds": {"min_words": 5}},
+          {"stage": "score", "scorers": [{"kind": "heuristics"}]},
+          {"stage": "select", "score": "score_heuristics", "top_fraction": 0.9},
           {"stage": "tokenize", "vocab_size": 600, "sample_docs": 300},
           {"stage": "decompose", "min_log2": 5, "max_log2": 7},
-          {"stage": "export", "shard_rows": 300}]
-LABELS = ["read", "dedup_exact", "heuristics", "tokenize", "decompose", "export", "write"]
+          {"stage": "export", "shard_rows": 300, "by_domain": True}]
+LABELS = ["read", "dedup_exact", "heuristics", "score", "select", "tokenize", "decompose", "export", "write"]
 
 
 def _kept(out: Path) -> list[dict]:
@@ -36,7 +40,7 @@ def _kept(out: Path) -> list[dict]:
 def _shards(out: Path) -> dict[str, list]:
     """Every export shard's rows, by path under the output."""
     shards = {}
-    for f in sorted(out.glob("bucket_*/data-*.arrow")):
+    for f in sorted(out.glob("*/bucket_*/data-*.arrow")):
         with pa.ipc.open_stream(str(f)) as reader:
             shards[str(f.relative_to(out))] = reader.read_all().to_pylist()
     return shards
@@ -68,9 +72,9 @@ def test_a_first_run_runs_every_step_and_saves_a_record_for_each(fresh):
     assert all(v == "ran: after read, which runs" for k, v in _resume(summary).items() if k != "read")
     records = RunState(out).records()
     assert sorted(records) == [f"{i:02d}-{label}" for i, label in enumerate(LABELS)]
-    assert records["05-export"]["output"] == "kept" and records["04-decompose"]["output"] == "work"
-    assert {c.split("/")[0] for c in records["05-export"]["claimed"]} >= {"bucket_5", "bucket_6", "bucket_7"}
-    assert records["03-tokenize"]["claimed"] == ["tokenizer.json"]
+    assert records["07-export"]["output"] == "kept" and records["06-decompose"]["output"] == "work"
+    assert {c.split("/")[0] for c in records["07-export"]["claimed"]} == {"docs", "fiction"}
+    assert records["05-tokenize"]["claimed"] == ["tokenizer.json"]
 
 
 def test_an_unchanged_rerun_runs_nothing_and_starts_no_spark(fresh, tmp_path):
@@ -104,6 +108,7 @@ def test_a_changed_parameter_reruns_exactly_that_stage_and_those_after_it(spark,
     reference = run_curation(config(small, tmp_path / "ref", stages=stages, seed=5), spark=spark)
     assert _kept(copy) == _kept(tmp_path / "ref") and _shards(copy) == _shards(tmp_path / "ref")
     assert [r.kept for r in changed.stages] == [r.kept for r in reference.stages]
+    assert changed.stages[4].stats["threshold"] == reference.stages[4].stats["threshold"]
     assert changed.stages[2].removed > 0 and changed.stages[2].kept < changed.stages[1].kept
 
 
@@ -124,7 +129,7 @@ def test_a_new_stage_version_or_input_file_reruns_from_there(spark, fresh, small
     why = _resume(grown)
     assert why["read"] == "ran: inputs changed: 1 file added", why
     assert grown.stages[0].n_in == bumped.stages[0].n_in + 1
-    assert "new-1" in {r["id"] for r in _kept(copy)}
+    assert grown.stages[0].kept == bumped.stages[0].kept + 1  # read the new file's document
 
 
 def test_overwrite_discards_the_saved_state(spark, fresh, small, tmp_path):
@@ -143,10 +148,7 @@ def test_a_run_killed_mid_stage_resumes_to_the_same_rows_and_shards(spark, fresh
     toml = tmp_path / "run.toml"
     inputs = "".join(f'[[inputs]]\npath = "{p}"\nsource = "{p.name.split(".")[0]}"\ndomain = "{p.name.split(".")[0]}"\n\n'
                      for p in small)
-    stages = ""
-    for s in STAGES:
-        stages += "[[stages]]\n" + "".join(f"{k} = {json.dumps(v) if not isinstance(v, dict) else _inline(v)}\n"
-                                           for k, v in s.items()) + "\n"
+    stages = _stage_tables()
     toml.write_text(f'output = "{killed}"\nseed = 5\n[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n\n'
                     f"{inputs}{stages}")
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"))
@@ -166,7 +168,7 @@ def test_a_run_killed_mid_stage_resumes_to_the_same_rows_and_shards(spark, fresh
         proc.wait()
     assert not (killed / "manifest.json").exists()
     done = set(RunState(killed).records())
-    assert {"00-read", "01-dedup_exact"} <= done and "06-write" not in done
+    assert {"00-read", "01-dedup_exact"} <= done and "08-write" not in done
     resumed = run_curation(config(small, killed, stages=STAGES, seed=5), spark=spark)
     why = _resume(resumed)
     skipped = [k for k, v in why.items() if v == "skipped: unchanged"]
@@ -193,9 +195,7 @@ def test_status_says_what_a_rerun_would_skip_and_redo_without_running_it(fresh, 
     toml = tmp_path / "c.toml"
     inputs = "".join(f'[[inputs]]\npath = "{p}"\nsource = "{p.name.split(".")[0]}"\ndomain = "{p.name.split(".")[0]}"\n\n'
                      for p in moved)
-    toml.write_text(f"seed = 5\noutput = \"{copy}\"\n{inputs}" + "".join(
-        "[[stages]]\n" + "".join(f"{k} = {json.dumps(v) if not isinstance(v, dict) else _inline(v)}\n"
-                                 for k, v in st.items()) + "\n" for st in STAGES))
+    toml.write_text(f"seed = 5\noutput = \"{copy}\"\n{inputs}" + _stage_tables())
     assert main(["status", str(copy), "--config", str(toml), "--json"]) == 0
     steps = json.loads(capsys.readouterr().out)["steps"]
     assert steps[0] == {**steps[0], "state": "stale", "why": "inputs changed: 2 files added, 2 files removed"}
@@ -207,8 +207,17 @@ def test_status_says_what_a_rerun_would_skip_and_redo_without_running_it(fresh, 
     assert sorted(p.name for p in copy.rglob("*")) == before  # nothing written
 
 
-def _inline(d: dict) -> str:
-    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) + " }"
+def _toml(v) -> str:
+    """A TOML value: inline tables and arrays of them, JSON for the scalars."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+def _stage_tables() -> str:
+    return "".join("[[stages]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in st.items()) + "\n" for st in STAGES)
 
 
 def test_fingerprints_reuse_a_hash_while_path_size_and_mtime_are_unchanged(tmp_path):
@@ -276,3 +285,31 @@ def test_incremental_dedup_removes_copies_of_an_earlier_outputs_documents_and_em
     assert stats["dedup_exact"]["removed_by_reason"]["earlier exact duplicate"] >= 20
     assert stats["dedup_minhash"]["removed_by_reason"]["earlier near-duplicate"] >= 20
     assert week1.stages[-1].kept == len(earlier)
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--virtual-time-budget=10000", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_html_report_loads_in_a_browser_with_every_image_and_no_empty_section(fresh):
+    """report.html in a real headless browser (Debian's Chromium, installed by `make test`'s
+    set-up): it loads from the file alone, every image in it loaded, no section is empty, and a
+    screenshot is saved beside it."""
+    assert BROWSER, "no chromium on PATH: `make test` installs it (scripts/ensure-chromium.sh)"
+    out, _ = fresh
+    page = out / "report.html"
+    dom = _chromium("--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    assert int(re.search(r'data-images="(\d+)"', body).group(1)) >= 5, body  # funnel, removals, histogram, buckets, domains
+    assert 'data-broken="[]"' in body and 'data-empty="[]"' in body, body
+    for section in ("stages", "funnel", "removals", "scores", "tokens", "resume"):
+        assert f'<section id="{section}">' in dom.stdout
+    assert "the dashed line is the cut select kept" in page.read_text()  # the cut drawn on its score
+    shot = out.parent / "report.png"
+    taken = _chromium("--window-size=1100,3000", f"--screenshot={shot}", page.as_uri())
+    assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
