@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -65,11 +66,50 @@ def _read(spark, path: str, schema):
     return spark.read.schema(schema).parquet(path)
 
 
+# A stage that fails for a reason that may pass (an I/O error, a lost Spark executor or
+# connection) is tried again, up to this many more times, after RETRY_DELAY_SECONDS; an error
+# the user must fix (WinnowError) or a bug is not.
+TASK_RETRIES = 2
+RETRY_DELAY_SECONDS = 10.0
+_TRANSIENT_SPARK = re.compile(r"ExecutorLostFailure|FetchFailed|executor lost|Connection (reset|refused)|"
+                              r"Broken pipe|RpcTimeoutException|SparkConnectGrpcException")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a stage's failure may pass on a second try (see TASK_RETRIES)."""
+    if isinstance(exc, WinnowError):
+        return False
+    if isinstance(exc, (OSError, TimeoutError)):  # ConnectionError is an OSError
+        return True
+    name = type(exc).__name__
+    return name in ("Py4JNetworkError",) or (name in ("Py4JJavaError", "SparkConnectException")
+                                             and bool(_TRANSIENT_SPARK.search(str(exc))))
+
+
+def _retry_if_transient(task, task_run, state) -> bool:
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as raised:  # noqa: BLE001 - the state holds no result: look at what it raised
+        exc = raised
+    return isinstance(exc, BaseException) and transient(exc)
+
+
 def _stage_task(label: str, fn: Callable[..., StageRecord]):
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    return task(fn, name=label, cache_policy=NO_CACHE, persist_result=False)
+    return task(fn, name=label, cache_policy=NO_CACHE, persist_result=False, retries=TASK_RETRIES,
+                retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_retry_if_transient)
+
+
+def _attempt() -> int:
+    """Which try of the running stage task this is (1 outside a Prefect task run)."""
+    try:
+        from prefect.runtime import task_run
+
+        return int(task_run.run_count or 1)
+    except Exception:  # noqa: BLE001
+        return 1
 
 
 def _run_stage(
@@ -127,6 +167,9 @@ def _run_stage(
     )
     if n_in != kept + removed:
         raise AccountingError(f"stage {label}: in {n_in} != kept {kept} + removed {removed}")
+    attempt = _attempt()
+    if attempt > 1:  # a transient failure was retried (the report shows it)
+        record.stats["attempts"] = attempt
     if not removed:
         shutil.rmtree(removed_path, ignore_errors=True)
     if progress:

@@ -313,3 +313,56 @@ def test_the_html_report_loads_in_a_browser_with_every_image_and_no_empty_sectio
     shot = out.parent / "report.png"
     taken = _chromium("--window-size=1100,3000", f"--screenshot={shot}", page.as_uri())
     assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
+
+
+def test_a_transient_stage_failure_is_retried_and_counted_and_a_user_error_is_not(spark, small, tmp_path,
+                                                                                 monkeypatch):
+    from core.errors import WinnowError
+    from flows import curate
+    from pipelines import registry
+
+    monkeypatch.setattr(curate, "RETRY_DELAY_SECONDS", 0)
+    spec = registry.STAGES["dedup_exact"]
+    calls = []
+
+    def flaky(error):
+        def apply(df, params, ctx):
+            calls.append(1)
+            if len(calls) == 1:
+                raise error
+            return spec.apply(df, params, ctx)
+        return apply
+
+    monkeypatch.setitem(registry.STAGES, "dedup_exact", replace(spec, apply=flaky(OSError("disk hiccup"))))
+    summary = run_curation(config(small[:1], tmp_path / "a", stages=[{"stage": "dedup_exact"}]), spark=spark)
+    assert len(calls) == 2 and summary.stages[1].stats["attempts"] == 2
+    assert "attempts = 2" in (tmp_path / "a" / "report.md").read_text()
+    calls.clear()
+    monkeypatch.setitem(registry.STAGES, "dedup_exact", replace(spec, apply=flaky(WinnowError("fix your config"))))
+    with pytest.raises(WinnowError, match="fix your config"):
+        run_curation(config(small[:1], tmp_path / "b", stages=[{"stage": "dedup_exact"}]), spark=spark)
+    assert len(calls) == 1
+    assert curate.transient(ConnectionResetError()) and not curate.transient(ValueError("a bug"))
+
+
+def test_an_unchanged_train_step_reuses_its_model(spark, small, tmp_path):
+    """[[train]] whose data, parameters and model file are unchanged is not trained again, and
+    the score stage that uses the model is skipped with it."""
+    from .conftest import DATA
+
+    train = [{"kind": "dclm", "output": "{output}/models/dclm.bin", "positives": [str(DATA / "reference" / "hq.jsonl.zst")],
+              "max_per_class": 300, "params": {"threads": 1, "epoch": 2}}]
+    stages = [{"stage": "score", "scorers": [{"kind": "dclm", "model": "{output}/models/dclm.bin"}]}]
+    out = tmp_path / "out"
+    first = run_curation(config(small[:1], out, stages=stages, train=train), spark=spark)
+    model = out / "models" / "dclm.bin"
+    stamp = model.stat().st_mtime_ns
+    again = run_curation(config(small[:1], out, stages=stages, train=train), spark=spark)
+    assert first.manifest["training"][0]["resume"] == "ran: no saved state"
+    assert again.manifest["training"][0]["resume"] == "skipped: unchanged"
+    assert model.stat().st_mtime_ns == stamp and again.manifest["engine"]["name"] == "none"
+    retrain = [{**train[0], "max_per_class": 200}]
+    changed = run_curation(config(small[:1], out, stages=stages, train=retrain), spark=spark)
+    assert changed.manifest["training"][0]["resume"] == "ran: data or parameters changed"
+    assert _resume(changed)["read"] == "skipped: unchanged"  # the new model re-runs only what reads it
+    assert _resume(changed)["score"] == "ran: files it reads changed: dclm.bin"
