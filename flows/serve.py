@@ -8,14 +8,16 @@ imports this module (a module-path entrypoint, so it works from any directory): 
 nothing from the serving process but its parameters, the config's path. It loads the config,
 puts the scheduled date into `{date}` in its output, and calls `run_curation` (and validation
 when the config has `[validate]`), which resumes the output's saved state: unchanged inputs
-mean nothing runs again. It publishes the output directory as a link artifact
-(`winnow-output`) and the report as a markdown artifact (`winnow-report`).
+mean nothing runs again. It publishes the output directory and report.html as link artifacts
+(`winnow-output`, `winnow-report-html`), report.md as a markdown artifact (`winnow-report`) and
+each plot as an image artifact (a PNG data URL, `winnow-<plot name>`).
 
 `runs` lists the latest flow runs of `winnow-scheduled` and `winnow-curate` that started (newest
 first), with the output directory each one's `winnow-output` artifact names.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 from pathlib import Path
@@ -62,7 +64,7 @@ def _scheduled_time() -> dt.datetime:
 def _publish(output: Path) -> None:
     """The output directory and the report as artifacts of the running flow run."""
     try:
-        from prefect.artifacts import create_link_artifact, create_markdown_artifact
+        from prefect.artifacts import create_image_artifact, create_link_artifact, create_markdown_artifact
 
         create_link_artifact(key="winnow-output", link=Path(output).as_uri(), link_text=str(output),
                              description="Winnow output directory")
@@ -70,8 +72,27 @@ def _publish(output: Path) -> None:
         if report.is_file():
             create_markdown_artifact(key="winnow-report", markdown=report.read_text(encoding="utf-8")[:200_000],
                                      description=f"Winnow report for {output}")
+        page = Path(output) / "report.html"
+        if page.is_file():
+            create_link_artifact(key="winnow-report-html", link=page.as_uri(), link_text="report.html",
+                                 description="the run report as one page (open it from the machine that ran it)")
+        for plot in sorted((Path(output) / "plots").glob("*.png"))[:MAX_PLOT_ARTIFACTS]:
+            data = base64.b64encode(plot.read_bytes()).decode("ascii")
+            create_image_artifact(image_url=f"data:image/png;base64,{data}", key=_artifact_key(f"winnow-{plot.stem}"),
+                                  description=f"{plot.name} of {output}")
     except Exception:  # noqa: BLE001 - an artifact is a convenience, never a reason to fail a run
         pass
+
+
+# Plots published as image artifacts per scheduled run (each is a PNG of a few tens of KB).
+MAX_PLOT_ARTIFACTS = 20
+
+
+def _artifact_key(text: str) -> str:
+    """A Prefect artifact key: lowercase letters, digits and dashes."""
+    import re
+
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", text.lower())).strip("-")[:100]
 
 
 def deployments(paths: list[str]) -> list:
@@ -116,7 +137,7 @@ def serve(paths: list[str]) -> None:
 def runs(limit: int = 20) -> list[dict[str, Any]]:
     """Recent flow runs of Winnow's flows on the server, newest first."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId,
                                                 FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterStartTime)
     from prefect.client.schemas.sorting import FlowRunSort
 
@@ -127,11 +148,15 @@ def runs(limit: int = 20) -> list[dict[str, Any]]:
             sort=FlowRunSort.START_TIME_DESC, limit=limit)
         flows = {f.id: f.name for f in client.read_flows(flow_filter=FlowFilter(name=FlowFilterName(any_=list(FLOWS))))}
         outputs: dict[Any, str] = {}
+        keys: dict[Any, list[str]] = {}
         if found:
             arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in found]),
-                key=ArtifactFilterKey(any_=["winnow-output"])))
-            outputs = {a.flow_run_id: str(a.data) for a in arts}
+                flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in found])))
+            for a in arts:
+                if a.key:
+                    keys.setdefault(a.flow_run_id, []).append(a.key)
+                if a.key == "winnow-output":
+                    outputs[a.flow_run_id] = str(a.data)
     rows = []
     for r in found:
         link = outputs.get(r.id) or ""
@@ -140,6 +165,7 @@ def runs(limit: int = 20) -> list[dict[str, Any]]:
             "start": r.start_time.isoformat(timespec="seconds") if r.start_time else "",
             "seconds": round(r.total_run_time.total_seconds(), 1) if r.total_run_time else None,
             "output": _link_path(link),
+            "artifacts": sorted(keys.get(r.id, [])),
         })
     return rows
 

@@ -75,6 +75,8 @@ def test_a_served_schedule_runs_on_a_real_prefect_server_and_winnow_runs_lists_i
             time.sleep(1)
         assert listed, (tmp_path / "serve.log").read_text()[-3000:]
         assert listed[0]["output"] == str(out) and listed[0]["seconds"] > 0
+        assert {"winnow-output", "winnow-report", "winnow-report-html"} <= set(listed[0]["artifacts"])
+        assert "winnow-dedup-minhash-component-sizes" in listed[0]["artifacts"]  # a plot, as an image
         assert pads.dataset(out / "kept").count_rows() > 0
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["counts"]["in"] == manifest["counts"]["kept"] + manifest["counts"]["removed"]
