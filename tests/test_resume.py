@@ -361,7 +361,7 @@ def test_an_unchanged_train_step_reuses_its_model(spark, small, tmp_path):
     assert first.manifest["training"][0]["resume"] == "ran: no saved state"
     assert again.manifest["training"][0]["resume"] == "skipped: unchanged"
     assert model.stat().st_mtime_ns == stamp and again.manifest["engine"]["name"] == "none"
-    retrain = [{**train[0], "max_per_class": 250}]
+    retrain = [{**train[0], "params": {"threads": 1, "epoch": 4, "lr": 0.05}}]  # all the data again: stable
     changed = run_curation(config(small[:1], out, stages=stages, train=retrain), spark=spark)
     assert changed.manifest["training"][0]["resume"] == "ran: data or parameters changed"
     assert _resume(changed)["read"] == "skipped: unchanged"  # the new model re-runs only what reads it
