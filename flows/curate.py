@@ -267,10 +267,7 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
             i += len(done)
         in_path = work_path
         if kept_for_later:  # a stage's output that a later step (validate) starts from
-            claim(output, keep[1])
-            Path(keep[1]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(keep[1], ignore_errors=True)
-            shutil.copytree(work_path, keep[1])
+            _copy_kept(output, work_path, keep[1])
     live["records"] = records
     try:
         from prefect.artifacts import create_link_artifact, create_table_artifact
@@ -285,6 +282,14 @@ def _curate(key: str, config: dict[str, Any]) -> list[dict[str, Any]]:
     except Exception:  # noqa: BLE001 - an artifact is a convenience, never a reason to fail a run
         pass
     return [r.as_json() for r in records]
+
+
+def _copy_kept(output: Path, rows: str, target: str) -> None:
+    """A copy of a step's saved rows at `target` (validate's base), replacing what was there."""
+    claim(output, target)
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(rows, target)
 
 
 def _saved_record(decision: Decision) -> StageRecord:
@@ -604,10 +609,7 @@ def _nothing_to_do(cfg: RunConfig, output: Path, plan: _Plan, started, training,
             _skipped(progress, r)
     if keep:
         i = next(i for i, s in enumerate(plan.steps) if s[0] == keep[0])
-        claim(output, keep[1])
-        shutil.rmtree(keep[1], ignore_errors=True)
-        Path(keep[1]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(plan.state.work_path(plan.keys[i]), keep[1])
+        _copy_kept(output, str(plan.state.work_path(plan.keys[i])), keep[1])
     engine = {"name": "none", "why": "every step was unchanged since the saved run; nothing ran"}
     return _finish(cfg, output, started, records, training, fingerprints, engine,
                    {"started_from": start} if start else {}, plan.state)
