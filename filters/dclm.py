@@ -11,7 +11,8 @@ The one setting chosen here is fastText's `bucket`, the number of hash rows shar
 bigrams (unigrams get rows of their own). The library default of 2,000,000 rows x dim 100 x 4
 bytes is 800 MB of bigram rows, whatever the training set; DCLM keeps it for 400k documents. With
 `bucket=None` Winnow counts the distinct bigrams of the training set and takes the smallest power
-of two at least a quarter of that count (at most 2,000,000, at least 16,384): about four
+of two at least a quarter of that count (at most 2,000,000, at least 262,144: below it fastText
+diverged at random on small sets, see MIN_BUCKET): about four
 distinct bigrams per row. Most bigrams are seen once and carry little weight, so sharing rows
 among them costs little, and the model shrinks with the training set (the measurement is in the
 README). An explicit `bucket` wins.
@@ -37,7 +38,11 @@ from .base import ScorerSpec, fasttext_quiet, load_fasttext, no_options
 HQ = "__label__hq"
 CC = "__label__cc"
 MAX_BUCKET = 2_000_000
-MIN_BUCKET = 1 << 14
+# Below this floor fastText 0.9.2 diverged ("Encountered NaN") at random on small sets: with
+# 200 + 200 reference documents, 2 of 8 DCLM and 7 of 12 PreSelect trainings at 32,768 rows,
+# none of 8 + 12 at 262,144 (and none at 2,000,000). The failures vary between identical runs
+# with one thread, so they are not the data's; the floor avoids them.
+MIN_BUCKET = 1 << 18
 BIGRAMS_PER_ROW = 4
 
 

@@ -43,10 +43,13 @@ def test_dclm_text_to_line_is_dclms():
 
 def test_bucket_is_sized_from_distinct_bigrams():
     c = BigramCounter()
-    assert c.bucket() == 1 << 14  # the floor
+    assert c.bucket() == 1 << 18  # the floor
     for i in range(300_000):
         c.add(f"w{i} v{i}")
-    assert c.bucket() == 1 << 17  # 300k bigrams / 4 per row -> 75k -> 131,072
+    assert c.bucket() == 1 << 18  # 300k bigrams / 4 per row -> 75k -> 131,072, raised to the floor
+    for i in range(300_000, 1_200_000):
+        c.add(f"w{i} v{i}")
+    assert c.bucket() == 1 << 19  # 1.2M bigrams / 4 per row -> 300k -> 524,288
     small = BigramCounter(cap=10)
     small.add(" ".join(str(i) for i in range(100)))
     assert small.full
