@@ -43,6 +43,9 @@ class ScorerKind:
     summary: str
     build: Callable[[Any], Any]                   # ScorerSpec -> Scorer, fully checked
     trainer: LabelledTrainer | None = None
+    # The files the `score` stage ships to the executors: {value as the spec writes it (its model
+    # or an option's string): the file to ship}. None: the spec's `model`, when it is a file.
+    model_files: Callable[[Any], dict[str, str]] | None = None
 
 
 _KINDS: dict[str, ScorerKind] = {}

@@ -149,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
                  "about 3 s less to start. WINNOW_JVM_ARCHIVE=0 turns it off.", handler=cmd_warm)
     warm.add_argument("--force", action="store_true", help="rebuild the archive even if one exists")
 
+    from .train_lm import LmSpec
+
+    lm = _verb(sub, "train-lm", "train a reference language model for the perplexity and PreSelect scorers",
+               "Train a small LM (training/, as `winnow validate` does) on INPUT... and write DIR/lm.pt "
+               "(weights, tokenizer, config and the held-out bits per byte it reached), DIR/tokenizer.json "
+               "and DIR/lm.json.", handler=cmd_train_lm)
+    lm.add_argument("inputs", nargs="+", metavar="INPUT", help="training corpora (any format `read` takes)")
+    lm.add_argument("--output", "-o", required=True, metavar="DIR", help="the reference LM directory")
+    add_params(lm, LmSpec)
+    lm.add_argument("--overwrite", action="store_true", help="replace an existing LM directory")
+    add_run_options(lm, only=("master",))
+
     train = _verb(sub, "train-scorer", f"train a quality scorer ({', '.join(registry.trainable())})",
                   "Train a scorer from positives and negatives; `winnow train-scorer KIND --help` shows "
                   "its settings.", handler=cmd_train_scorer)
@@ -157,10 +169,26 @@ def build_parser() -> argparse.ArgumentParser:
         trainer = registry.trainer(kind)
         one = by_kind.add_parser(kind, help=registry.get(kind).summary, description=trainer.summary,
                                  epilog=EPILOG)
-        one.add_argument("--positives", "-p", nargs="+", required=True, metavar="INPUT",
-                         help="high-quality reference corpora (any format `read` takes)")
-        one.add_argument("--negatives", "-n", nargs="+", required=True, metavar="INPUT", help="raw pool corpora")
+        labelled = kind != "preselect"   # PreSelect's labels come from reference LMs
+        one.add_argument("--positives", "-p", nargs="+", required=labelled, metavar="INPUT",
+                         help="high-quality reference corpora (any format `read` takes)"
+                         + ("" if labelled else "; with --negatives, instead of --models/--train-models"))
+        one.add_argument("--negatives", "-n", nargs="+", required=labelled, metavar="INPUT", help="raw pool corpora")
         one.add_argument("--output", "-o", required=True, metavar="MODEL", help="where to save the model")
+        if not labelled:
+            from .preselect import PreselectSpec
+
+            one.add_argument("--models", nargs="+", metavar="DIR", default=[],
+                             help="reference LMs (from `winnow train-lm`) of one family, 5 or more")
+            one.add_argument("--seed-docs", nargs="+", metavar="INPUT", default=[],
+                             help="seed documents, disjoint from what the models trained on")
+            one.add_argument("--lm-data", nargs="+", metavar="INPUT", default=[],
+                             help="with --train-models: the text the family trains on (fold 0; fold 1 is "
+                             "the seed set unless --seed-docs is given)")
+            one.add_argument("--abilities", nargs="+", type=float, metavar="S", default=[],
+                             help="each model's ability score (higher: more able) instead of measuring "
+                             "bits per byte on the ability split")
+            add_params(one, PreselectSpec, skip=("seed",))
         add_params(one, TrainSpec)
         add_params(one, trainer.params)
         one.add_argument("--overwrite", action="store_true", help="replace an existing model file")
@@ -191,11 +219,9 @@ class _RichProgress:
         self._tasks[name] = self._progress.add_task(f"[bold]{name}[/] running", total=1)
 
     def training_finished(self, name: str, report: dict) -> None:
-        auc = report.get("heldout_roc_auc")
         self._progress.update(
             self._tasks[name], completed=1,
-            description=f"[bold]{name}[/] {report['positives']['trained']:,} positives, "
-            f"{report['negatives']['trained']:,} negatives, held-out ROC-AUC {auc}",
+            description=f"[bold]{name}[/] {report.get('summary', '')}, held-out {report.get('heldout', '')}",
         )
 
     def run_started(self, name: str, total: int) -> None:
@@ -354,6 +380,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     return _run_and_show(cfg)
 
 
+def cmd_train_lm(args: argparse.Namespace) -> int:
+    from pipelines.spark import get_spark
+
+    from .options import given
+    from .train_lm import LmSpec, train_lm
+
+    out = Path(args.output).expanduser().resolve()
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    spec = LmSpec(inputs=tuple(str(Path(p).expanduser().resolve()) for p in args.inputs), output=str(out),
+                  **given(args, LmSpec))
+    spark = get_spark(args.master or "local[*]")
+    info = train_lm(spark, spec)
+    print(f"reference LM: {out / 'lm.pt'} ({info['parameters']:,} parameters, {info['tokens_trained']:,} tokens, "
+          f"{info['documents']['train']:,} documents, {info['seconds']} s)")
+    bpb = info["heldout_bpb"]
+    print(f"held-out bits per byte: {bpb:.4f} ({info['documents']['heldout']:,} documents)" if bpb is not None
+          else "held-out bits per byte: none (no held-out tokens)")
+    return 0
+
+
+def _train_preselect(args: argparse.Namespace, out: Path) -> int:
+    from filters.preselect import PreselectTrainParams
+    from pipelines.spark import get_spark
+
+    from .options import given
+    from .preselect import PreselectSpec, train_preselect
+
+    def paths(values):
+        return tuple(str(Path(p).expanduser().resolve()) for p in values)
+
+    params = PreselectTrainParams(**given(args, PreselectTrainParams))
+    spec = PreselectSpec(output=str(out), seed_docs=paths(args.seed_docs), models=paths(args.models),
+                         abilities=tuple(args.abilities), lm_data=paths(args.lm_data), params=params,
+                         **{k: v for k, v in given(args, PreselectSpec).items() if k not in ("params", "seed")},
+                         **({"seed": args.seed} if args.seed is not None else {}))
+    spark = get_spark(args.master or "local[*]")
+    report = train_preselect(spark, spec)
+    print(f"model: {report['output']} (report: {report['output']}.json)")
+    for m in report["models"]:
+        shown = f"bits per byte {m['bpb']:.4f}" if not m["given"] else f"ability {m['ability']}"
+        print(f"  rank {m['rank']}: {m['path']} ({shown})")
+    labels = report["labels"]
+    print(f"{report['seed_documents']:,} seed documents; {labels['positives']:,} positives (all pairs concordant), "
+          f"{labels['negatives']:,} negatives; held-out accuracy {report['heldout_accuracy']}, "
+          f"ROC-AUC {report['heldout_roc_auc']}")
+    return 0
+
+
 def cmd_train_scorer(args: argparse.Namespace) -> int:
     import json
 
@@ -368,6 +443,10 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
     out = Path(args.output).expanduser().resolve()
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    if args.kind == "preselect" and not args.positives:
+        return _train_preselect(args, out)
+    if not args.positives or not args.negatives:
+        raise UsageError("give --positives and --negatives")
     spec = TrainSpec(kind=args.kind, output=str(out),
                      positives=tuple(str(Path(p).expanduser().resolve()) for p in args.positives),
                      negatives=tuple(str(Path(p).expanduser().resolve()) for p in args.negatives),

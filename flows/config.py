@@ -47,17 +47,35 @@ class WriteConfig(_Strict):
 
 
 class ScorerTrainConfig(_Strict):
-    """A scorer the flow trains before it reads its inputs ([[train]]): any kind with a trainer in
-    filters/registry.py (today `dclm`)."""
+    """A model the flow trains before it reads its inputs ([[train]]), in the order given, so a
+    later entry can use an earlier one's output:
+
+    - any scorer kind with a trainer in filters/registry.py (dclm, preselect, dfn), from
+      `positives` and `negatives`;
+    - ``kind = "preselect"`` from reference LMs instead: `models` (or `train_models` trained on
+      `lm_data`) and `seed_docs` (flows/preselect.py);
+    - ``kind = "lm"``: a reference LM (`winnow train-lm`) from `inputs`; `params` are
+      `flows.train_lm.LmSpec`'s fields (size, tokens, vocab_size, seq_len, fold, ...).
+    """
 
     kind: str = "dclm"
-    output: str                          # the model file; "{output}" is the run's output directory
-    positives: list[str] = Field(min_length=1)
+    output: str                          # the model file (lm: directory); "{output}" is the run's output directory
+    positives: list[str] = Field(default_factory=list)
     negatives: list[str] | str = "inputs"  # "inputs": the flow's own inputs (the raw pool)
+    inputs: list[str] | str = "inputs"   # lm: its training text ("inputs": the flow's inputs)
+    models: list[str] = Field(default_factory=list)      # preselect: reference LM directories
+    seed_docs: list[str] | str = Field(default_factory=list)  # preselect: "inputs" or paths
+    lm_data: list[str] | str = Field(default_factory=list)    # preselect with train_models
+    train_models: int = Field(default=0, ge=0)
+    abilities: list[float] = Field(default_factory=list)
     max_per_class: int = Field(default=200_000, ge=2)
     heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     seed: int | None = None              # default: the run's seed
     params: dict[str, Any] = Field(default_factory=dict)  # the kind's training parameters (dclm: DclmTrainParams)
+
+    def from_models(self) -> bool:
+        """A preselect entry labelled by reference LMs (not by positives and negatives)."""
+        return self.kind == "preselect" and not self.positives
 
 
 class VariantConfig(_Strict):
@@ -207,12 +225,15 @@ def parse_config(data: dict[str, Any], base_dir: Path, origin: str = "config") -
     stages = [_resolve_stage_paths(raw, base_dir) for raw in cfg.stages]
     train = []
     for item in cfg.train:
-        negatives = item.negatives if isinstance(item.negatives, str) else [_resolve(n, base_dir) for n in item.negatives]
-        if isinstance(negatives, str) and negatives != "inputs":
-            raise ConfigError(f"{origin}: 'train.negatives': a list of paths, or \"inputs\" for the flow's inputs")
-        train.append(item.model_copy(update={
-            "output": _resolve_model(item.output, base_dir),
-            "positives": [_resolve(p, base_dir) for p in item.positives], "negatives": negatives}))
+        update: dict[str, Any] = {"output": _resolve_model(item.output, base_dir),
+                                  "positives": [_resolve(p, base_dir) for p in item.positives],
+                                  "models": [_resolve_model(m, base_dir) for m in item.models]}
+        for name in ("negatives", "inputs", "seed_docs", "lm_data"):
+            value = getattr(item, name)
+            if isinstance(value, str) and value != "inputs":
+                raise ConfigError(f"{origin}: 'train.{name}': a list of paths, or \"inputs\" for the flow's inputs")
+            update[name] = value if isinstance(value, str) else [_resolve(v, base_dir) for v in value]
+        train.append(item.model_copy(update=update))
     try:
         plans(cfg)
         train_specs(cfg)
@@ -251,6 +272,9 @@ def _resolve_stage_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         model = s.get("model") if isinstance(s, dict) else None
         if isinstance(model, str) and (s.get("kind") != "langid" or model.endswith(".json")):
             s = {**s, "model": _resolve_model(model, base)}
+        folds = s.get("folds") if isinstance(s, dict) else None   # perplexity: two reference LMs
+        if isinstance(folds, list) and all(isinstance(f, str) for f in folds):
+            s = {**s, "folds": [_resolve_model(f, base) for f in folds]}
         scorers.append(s)
     return {**raw, "scorers": scorers}
 
@@ -262,11 +286,33 @@ def train_specs(cfg: RunConfig) -> list:
     from .train import TrainSpec
 
     out = []
+    flow_inputs = [i.path for i in cfg.inputs]
+
+    def paths(value) -> tuple[str, ...]:
+        return tuple(flow_inputs if value == "inputs" else [v.replace("{output}", cfg.output) for v in value])
+
     for i, t in enumerate(cfg.train):
+        seed = cfg.seed if t.seed is None else t.seed
+        output = t.output.replace("{output}", cfg.output)
         try:
+            if t.kind == "lm":
+                from .train_lm import LmSpec
+
+                out.append(LmSpec(inputs=paths(t.inputs), output=output, **{"seed": seed, **t.params}))
+                continue
             params = registry.trainer(t.kind).params(**t.params)
-        except (TypeError, ScorerError) as exc:
+            if t.from_models():
+                from .preselect import PreselectSpec
+
+                out.append(PreselectSpec(output=output, seed_docs=paths(t.seed_docs), models=paths(t.models),
+                                         abilities=tuple(t.abilities), train_models=t.train_models,
+                                         lm_data=paths(t.lm_data), heldout_fraction=t.heldout_fraction,
+                                         max_docs=t.max_per_class, seed=seed, params=params))
+                continue
+        except (TypeError, ScorerError, ConfigError) as exc:
             raise ConfigError(f"'train[{i}]': {exc}") from None
+        if not t.positives:
+            raise ConfigError(f"'train[{i}]': a {t.kind} entry needs positives")
         negatives = [i.path for i in cfg.inputs] if t.negatives == "inputs" else t.negatives
         out.append(TrainSpec(kind=t.kind, output=t.output.replace("{output}", cfg.output),
                              positives=tuple(t.positives), negatives=tuple(negatives),

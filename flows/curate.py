@@ -335,15 +335,21 @@ class _Train:
 def _train_plans(cfg: RunConfig, state: RunState, output: Path) -> list[_Train]:
     from pipelines.read import InputSpec, expand_inputs_and_skips
 
+    from .train import model_file, train_inputs
+
     out = []
     for i, spec in enumerate(train_specs(cfg)):
-        tasks, _ = expand_inputs_and_skips([InputSpec(path=p, source="train") for p in spec.positives + spec.negatives])
+        tasks, _ = expand_inputs_and_skips([InputSpec(path=p, source="train") for p in train_inputs(spec)])
         prints = state.prints.get(t.path for t in tasks)
+        # reference LMs a preselect entry reads (their lm.pt, when they exist before the run)
+        models = [os.path.join(m, "lm.pt") for m in getattr(spec, "models", ()) if os.path.isfile(os.path.join(m, "lm.pt"))]
+        prints.update(state.prints.get(models) if models else {})
         key = digest({"version": TRAIN_VERSION, "spec": canonical(spec, str(output)),
                       "files": {canonical(p, str(output)): h["xxh3_128"] for p, h in prints.items()}})
         saved = state.load_train(i)
-        ok = saved is not None and saved.get("key") == key and os.path.isfile(spec.output) and \
-            state.prints.get([os.path.realpath(spec.output)])[os.path.realpath(spec.output)]["xxh3_128"] == saved.get("model")
+        model = os.path.realpath(model_file(spec))
+        ok = saved is not None and saved.get("key") == key and os.path.isfile(model) and \
+            state.prints.get([model])[model]["xxh3_128"] == saved.get("model")
         out.append(_Train(spec, key, saved if ok else None))
     return out
 
@@ -354,31 +360,35 @@ def _train_and_check(trains: list[_Train], state: RunState, stage_plans: list, s
     before any input is read."""
     from pipelines.score import check_scorers
 
-    from .train import train_scorer
+    from .train import model_file, train_any
 
     reports = []
+    ran = False   # once an entry is trained, every later one is too: it may read the new model
     for i, t in enumerate(trains):
-        if t.saved is not None:
+        name = f"train {t.spec.kind}"
+        if t.saved is not None and not ran:
             report = {**t.saved["report"], "resume": "skipped: unchanged"}
             reports.append(report)
             if progress:
-                progress.stage_started(f"train {t.spec.kind}")
+                progress.stage_started(name)
                 if hasattr(progress, "training_finished"):
-                    progress.training_finished(f"train {t.spec.kind}", report)
+                    progress.training_finished(name, report)
             continue
         claim(output, t.spec.output)  # recorded when it is inside the output directory
         if progress:
-            progress.stage_started(f"train {t.spec.kind}")
+            progress.stage_started(name)
         before = state.load_train(i)
         why = ("no saved state" if before is None else "data or parameters changed" if before.get("key") != t.key
+               else "an earlier [[train]] entry was trained" if ran and t.saved is not None
                else "the model file changed or is gone")
-        report = train_scorer(spark, t.spec, log=lambda *a: None)
-        model = os.path.realpath(t.spec.output)
+        report = train_any(spark, t.spec, log=lambda *a: None)
+        ran = True
+        model = os.path.realpath(model_file(t.spec))
         state.save_train(i, {"key": t.key, "model": state.prints.get([model])[model]["xxh3_128"],
-                             "path": model, "report": report})
+                             "path": os.path.realpath(t.spec.output), "report": report})
         reports.append({**report, "resume": f"ran: {why}"})
         if progress and hasattr(progress, "training_finished"):
-            progress.training_finished(f"train {t.spec.kind}", report)
+            progress.training_finished(name, report)
     for p in stage_plans:
         if p.name == "score":
             check_scorers(p.params.specs(str(output)))

@@ -126,14 +126,17 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
                           f"![schedule of {r.name}](plots/{schedule_name(r.name)})"]
     training = manifest.get("training") or []
     if training:
-        lines += ["", "## Trained scorers", ""]
-        lines += ["| kind | model | positives | negatives | MB | held-out ROC-AUC | seconds | model facts |",
-                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += ["", "## Trained models", ""]
+        lines += ["| kind | model | trained on | MB | held-out | seconds | model facts |",
+                  "|---|---|---|---:|---|---:|---|"]
         for t in training:
             facts = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
                               for k, v in t.get("model", {}).items() if isinstance(v, (int, float, str)))
-            lines.append(f"| {t['kind']} | `{t['output']}` | {t['positives']['trained']:,} | {t['negatives']['trained']:,} "
-                         f"| {t['model_bytes'] / 1e6:.1f} | {t['heldout_roc_auc']} | {t['seconds']} | {facts} |")
+            summary = t.get("summary") or (f"{t['positives']['trained']:,} positives, "
+                                           f"{t['negatives']['trained']:,} negatives")
+            held = t.get("heldout") if isinstance(t.get("heldout"), str) else f"ROC-AUC {t.get('heldout_roc_auc')}"
+            lines.append(f"| {t['kind']} | `{t['output']}` | {summary} | {t['model_bytes'] / 1e6:.1f} | {held} "
+                         f"| {t['seconds']} | {facts} |")
     removed = [r for r in records if r.removed_path]
     if removed:
         lines += ["", "## Removed rows", ""]

@@ -69,7 +69,8 @@ def digest(value: Any) -> str:
 
 
 def named_files(params: Any, output: str) -> list[str]:
-    """The existing regular files a step's canonical parameters name (a model, a tokenizer)."""
+    """The existing regular files a step's canonical parameters name (a model, a tokenizer; for a
+    reference LM directory from `winnow train-lm`, its lm.pt)."""
     found: set[str] = set()
 
     def walk(v: Any) -> None:
@@ -84,6 +85,8 @@ def named_files(params: Any, output: str) -> list[str]:
             try:
                 if os.path.isfile(path):
                     found.add(os.path.abspath(path))
+                elif os.path.isfile(os.path.join(path, "lm.pt")):  # a reference LM directory
+                    found.add(os.path.abspath(os.path.join(path, "lm.pt")))
             except (OSError, ValueError):  # a string that is no path at all
                 pass
 

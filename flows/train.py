@@ -1,7 +1,9 @@
 """Training scorers from corpora: `winnow train-scorer KIND` and a flow config's [[train]] steps.
 
-Any kind whose module registers a `LabelledTrainer` (filters/registry.py) trains here; DCLM's
-classifier is the one today. Positives and negatives are read with the `read` stage (any format
+Any kind whose module registers a `LabelledTrainer` (filters/registry.py) trains here from
+positives and negatives: dclm, dfn, and preselect when it is given labels. Reference LMs
+(flows/train_lm.py) and PreSelect from reference LMs (flows/preselect.py) train elsewhere;
+`train_any` runs any [[train]] entry. Positives and negatives are read with the `read` stage (any format
 it takes), so bad records are counted, not fatal. Each side is capped at `max_per_class`
 documents, chosen by a seeded hash of the id (deterministic, no driver-side shuffle), and a
 held-out fraction of each side is kept out of training to measure ROC-AUC. Training lines stream
@@ -123,3 +125,49 @@ def train_scorer(spark, spec: TrainSpec, log=print) -> dict[str, Any]:
         "heldout_roc_auc": None if np.isnan(auc) else round(auc, 4),
         "params": asdict(spec.params), "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def model_file(spec: Any) -> str:
+    """The file a [[train]] entry's model is in (a reference LM: its directory's lm.pt)."""
+    from .train_lm import LmSpec
+
+    return os.path.join(spec.output, "lm.pt") if isinstance(spec, LmSpec) else spec.output
+
+
+def train_inputs(spec: Any) -> tuple[str, ...]:
+    """The corpora a [[train]] entry reads (their fingerprints key its reuse)."""
+    from .preselect import PreselectSpec
+    from .train_lm import LmSpec
+
+    if isinstance(spec, LmSpec):
+        return spec.inputs
+    if isinstance(spec, PreselectSpec):
+        return spec.seed_docs + spec.lm_data + (spec.ability_data,)
+    return spec.positives + spec.negatives
+
+
+def train_any(spark, spec: Any, log=print) -> dict[str, Any]:
+    """Train a [[train]] entry of any kind; the report has `kind`, `output`, `summary` (what it
+    was trained on, one line), `heldout` (its held-out measure, one line), `model` (facts),
+    `model_bytes` and `seconds`, plus the kind's own fields."""
+    from .preselect import PreselectSpec, train_preselect
+    from .train_lm import LmSpec, train_lm
+
+    if isinstance(spec, LmSpec):
+        info = train_lm(spark, spec, log=log)
+        bpb = info["heldout_bpb"]
+        return {**info, "kind": "lm", "output": spec.output,
+                "summary": f"{info['documents']['train']:,} documents, {info['tokens_trained']:,} tokens",
+                "heldout": "bits per byte " + (f"{bpb:.4f}" if bpb is not None else "none"),
+                "model": {"parameters": info["parameters"], "size": spec.size},
+                "model_bytes": Path(model_file(spec)).stat().st_size}
+    if isinstance(spec, PreselectSpec):
+        rep = train_preselect(spark, spec, log=log)
+        trained = rep["labels"]["trained"]
+        return {**rep, "summary": f"{len(rep['models'])} reference LMs, {rep['seed_documents']:,} seed documents, "
+                f"{sum(trained.values()):,} labelled",
+                "heldout": f"accuracy {rep['heldout_accuracy']}, ROC-AUC {rep['heldout_roc_auc']}",
+                "model_bytes": Path(spec.output).stat().st_size}
+    rep = train_scorer(spark, spec, log=log)
+    return {**rep, "summary": f"{rep['positives']['trained']:,} positives, {rep['negatives']['trained']:,} negatives",
+            "heldout": f"ROC-AUC {rep['heldout_roc_auc']}"}

@@ -16,9 +16,11 @@ scores, so a user can re-select without re-scoring.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -46,9 +48,10 @@ QUANTILE_ACCURACY = 10_000
 class ScoreParams:
     scorers: tuple[dict[str, Any], ...] = param(
         (), metavar="SPEC",
-        help="scorers, each a table {kind, model, name, <options>}: kind heuristics, dclm or langid; "
-        "model a file (dclm: a model from `winnow train-scorer dclm`; {output} is the run's output "
-        "directory) or, for langid, a language; name the column suffix (score_<name>)")
+        help="scorers, each a table {kind, model, name, <options>}: kind heuristics, dclm, langid, "
+        "perplexity, preselect or dfn; model a file (dclm, preselect, dfn: from `winnow train-scorer`; "
+        "perplexity: a `winnow train-lm` directory; {output} is the run's output directory) or, for "
+        "langid, a language; name the column suffix (score_<name>)")
 
     def __post_init__(self) -> None:
         if not self.scorers:
@@ -65,8 +68,14 @@ class ScoreParams:
         out = []
         for i, raw in enumerate(self.scorers):
             spec = ScorerSpec.from_mapping(dict(raw), f"score.scorers[{i}]")
-            if output and spec.model and "{output}" in spec.model:
-                spec = ScorerSpec(spec.kind, spec.model.replace("{output}", output), spec.name, spec.options)
+            if output:
+                def fill(v):
+                    if isinstance(v, str):
+                        return v.replace("{output}", output)
+                    return [fill(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+                spec = ScorerSpec(spec.kind, fill(spec.model), spec.name,
+                                  {k: fill(v) for k, v in spec.options.items()})
             out.append(spec)
         return out
 
@@ -91,38 +100,67 @@ def check_scorers(specs: list[ScorerSpec]) -> list:
     scorer before `read`, and the stage needs them again."""
     loaded = []
     for spec in specs:
-        key = (spec.kind, spec.model, spec.name, tuple(sorted(spec.options.items())), file_identity(spec.model))
+        try:
+            files = tuple(file_identity(f) for f in model_files(spec).values())
+        except WinnowError:
+            files = ()
+        key = (spec.kind, spec.model, spec.name, json.dumps(spec.options, sort_keys=True, default=str), files)
         if key not in _DRIVER_SCORERS:
             _DRIVER_SCORERS[key] = load_scorer(spec)
         loaded.append(_DRIVER_SCORERS[key])
     return loaded
 
 
-_LOADED: dict[tuple, Any] = {}  # in each Python worker: (kind, file, options) -> scorer
+_LOADED: dict[tuple, Any] = {}  # in each Python worker: (kind, files, options) -> scorer
 
 
-def _worker_scorer(kind: str, shipped: str | None, options: tuple):
-    key = (kind, shipped, options)
+def _swap(value: Any, files: dict[str, str]) -> Any:
+    """`value` with every string that names a shipped file replaced by the worker's copy."""
+    if isinstance(value, str):
+        return files.get(value, value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_swap(v, files) for v in value)
+    return value
+
+
+def _worker_scorer(kind: str, model: str | None, shipped: tuple, options: tuple):
+    """The scorer of a plan entry in this worker: `shipped` pairs (value in the spec, shipped
+    name); each such value is swapped for the worker's local copy (`SparkFiles.get`)."""
+    key = (kind, model, shipped, options)
     if key not in _LOADED:
-        model = None
-        if shipped is not None:
+        local = {}
+        if shipped:
             from pyspark import SparkFiles
 
-            model = SparkFiles.get(shipped)
-        _LOADED[key] = load_scorer(ScorerSpec(kind=kind, model=model, options=dict(options)))
+            local = {value: SparkFiles.get(name) for value, name in shipped}
+        _LOADED[key] = load_scorer(ScorerSpec(kind=kind, model=_swap(model, local),
+                                              options={k: _swap(v, local) for k, v in options}))
     return _LOADED[key]
 
 
+def model_files(spec: ScorerSpec) -> dict[str, str]:
+    """{value in the spec: file} of the files a scorer needs on the executors."""
+    from filters import registry
+
+    kind = registry.get(spec.kind)
+    if kind.model_files is not None:
+        return kind.model_files(spec)
+    return {spec.model: spec.model} if spec.model else {}
+
+
 def _kernel(plan: list[tuple[str, str | None, tuple, str, list[str]]]):
-    """plan: per scorer (kind, shipped file name, options, score column, rule names)."""
+    """plan: per scorer (kind, model, shipped (value, name) pairs, options, score column, rule names)."""
 
     def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        scorers = [_worker_scorer(kind, shipped, options) for kind, shipped, options, _, _ in plan]
+        scorers = [_worker_scorer(kind, model, shipped, options) for kind, model, shipped, options, _, _ in plan]
         for batch in batches:
             texts = [t if t is not None else "" for t in batch.column(batch.schema.get_field_index("text")).to_pylist()]
             arrays, names = list(batch.columns), list(batch.schema.names)
-            for scorer, (_, _, _, column, rules) in zip(scorers, plan):
-                arrays.append(pa.array(scorer.score(texts), type=pa.float32()))
+            for scorer, (_, _, _, _, column, rules) in zip(scorers, plan):
+                # NaN (a perplexity of an empty text) becomes null: never selected, and Spark
+                # would order NaN above every number
+                arrays.append(pa.array(np.asarray(scorer.score(texts), dtype=np.float32), type=pa.float32(),
+                                       from_pandas=True))
                 names.append(column)
                 if rules:
                     table = scorer.rule_table(texts)
@@ -139,17 +177,18 @@ def apply(df: DataFrame, params: ScoreParams, ctx: StageContext) -> StageResult:
     scorers = check_scorers(specs)
     plan, fields = [], list(df.schema.fields)
     for spec, scorer in zip(specs, scorers):
-        options = dict(spec.options)
-        model_file = spec.model
+        options, model = dict(spec.options), spec.model
         if spec.kind == "langid" and spec.model and not spec.model.endswith(".json"):
-            options["language"], model_file = spec.model, None  # `langid=fr` names a language
-        shipped = ship_file(ctx.spark, model_file) if model_file else None
+            options["language"], model = spec.model, None  # `langid=fr` names a language
+        files = model_files(ScorerSpec(spec.kind, model, spec.name, options))
+        shipped = tuple(sorted((value, ship_file(ctx.spark, path)) for value, path in files.items()))
         rules = list(scorer.config.rules) if spec.kind == "heuristics" else []
-        plan.append((spec.kind, shipped, tuple(sorted(options.items())), spec.column, rules))
+        options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+        plan.append((spec.kind, model, shipped, options, spec.column, rules))
         fields.append(T.StructField(spec.column, T.FloatType()))
         fields += [T.StructField(f"rule_{r}", T.BooleanType()) for r in rules]
     scored = df.mapInArrow(_kernel(plan), T.StructType(fields))
-    columns = [p[3] for p in plan]
+    columns = [p[4] for p in plan]
     removed = ctx.spark.createDataFrame([], "id string, removed_by string, reason string")
     # Quantiles and histograms come from the written scores (columnar, no text), not from a
     # persisted copy of every row: persisting cost a third of the stage.

@@ -46,10 +46,16 @@ def test_flags_come_from_the_parameter_classes():
     expected = {"dedup": [(STAGES["dedup_minhash"].params, None)],
                 "export": [(STAGES[stage].params, fields) for stage, fields in EXPORT_FLAGS]}
     trainers = dict(_subparsers(verbs["train-scorer"]))
-    assert set(trainers) == set(registry.trainable()) == {"dclm"}
+    assert set(trainers) == set(registry.trainable()) == {"dclm", "preselect", "dfn"}
     for kind, parser in trainers.items():
         verbs[f"train-scorer {kind}"] = parser
         expected[f"train-scorer {kind}"] = [(TrainSpec, None), (registry.trainer(kind).params, None)]
+    from flows.preselect import PreselectSpec
+    from flows.train_lm import LmSpec
+
+    expected["train-scorer preselect"].append(
+        (PreselectSpec, tuple(f.name for f in described(PreselectSpec) if f.name != "seed")))
+    expected["train-lm"] = [(LmSpec, None)]
     for verb, classes in expected.items():
         flags = {a.dest: a for a in verbs[verb]._actions}
         for cls, only in classes:
