@@ -1,7 +1,7 @@
 """Stage `score` with the model-based scorers (perplexity under a reference LM, PreSelect's
 fastText classifier) through Spark, against the same scorer called directly in one process.
 
-Usage: bench/bench_score_lm.py [DOCS]   (the first DOCS documents of the sample pool, default 2,000)
+Usage: bench/bench_score_lm.py [DOCS]   (a seeded sample of DOCS documents of the sample pool, default 1,000)
 
 - Perplexity: a `tiny` reference LM (the preset `winnow train-lm` uses; 0.4M parameters at a
   2,048-entry vocabulary, context 256) with random weights and a tokenizer trained on the pool:
@@ -28,7 +28,7 @@ from _common import REPO, pool_texts, timed
 CORES = 2
 
 
-def main(docs: int = 2000) -> None:
+def main(docs: int = 1000) -> None:
     import torch
 
     from filters.base import ScorerSpec, load_scorer
@@ -44,7 +44,10 @@ def main(docs: int = 2000) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import read_zst_jsonl  # noqa: E402
 
-    rows = [r for r in pool_texts() if r["text"]][:docs]
+    import random
+
+    every = [r for r in pool_texts() if r["text"]]
+    rows = random.Random(0).sample(every, min(docs, len(every)))   # every domain, not the code file first
     texts = [r["text"] for r in rows]
     tmp = tempfile.mkdtemp(prefix="winnow-bench-")
     tok = train_tokenizer(iter(texts), 2048)
@@ -99,4 +102,4 @@ def main(docs: int = 2000) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)

@@ -17,8 +17,8 @@ METHODS §2 pitfalls):
   predicts only the targets no earlier window predicted, so every target is predicted once with
   at least ``context - stride`` tokens before it;
 - windows are sorted by length and batched up to ``batch_tokens`` (rows x padded width), so
-  padding stays small; bf16 autocast on a GPU, fp32 on CPU; one torch thread inside a Spark task
-  (each task has a core);
+  padding stays small; bf16 autocast on a GPU, fp32 on CPU; inside a Spark task torch runs one
+  thread per task, as PySpark's Python workers get OMP_NUM_THREADS = spark.task.cpus (1);
 - the result is the document's summed loss in nats; bits per byte = nats / ln 2 / UTF-8 bytes,
   bits per character = nats / ln 2 / characters.
 """
@@ -142,15 +142,6 @@ def windows(n_ids: int, context: int, stride: int) -> list[tuple[int, int, int]]
     return out
 
 
-def _in_spark_task() -> bool:
-    try:
-        from pyspark import TaskContext
-
-        return TaskContext.get() is not None
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def document_nats(lm: ReferenceLM, texts: Sequence[str], stride: int | None = None,
                   batch_tokens: int = BATCH_TOKENS) -> tuple[np.ndarray, np.ndarray]:
     """Per document: (summed next-token loss in nats, number of predicted tokens). A text with no
@@ -158,8 +149,6 @@ def document_nats(lm: ReferenceLM, texts: Sequence[str], stride: int | None = No
     import torch
     from torch.nn import functional as F
 
-    if _in_spark_task() and torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
     context = lm.context
     stride = stride or max(1, context // 2)
     stride = min(stride, context)
