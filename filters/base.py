@@ -100,6 +100,57 @@ def load_fasttext(path: str | Path, what: str):
         raise ScorerError(f"{what}: {p} is not a fastText model ({exc})") from None
 
 
+class FastTextClassifier:
+    """What the fastText binary classifiers (dclm, preselect) share: the label check, load, save
+    and training from texts in memory. A subclass sets `name`, `positive`, `negative`, a static
+    `to_line`, `params_class` (its training settings) and a classmethod `train_file(path, params)`."""
+
+    name = ""
+    positive = ""
+    negative = ""
+    params_class: type = type(None)
+
+    def __init__(self, model, path: str | None = None):
+        labels = sorted(model.get_labels())
+        expected = sorted([self.positive, self.negative])
+        if labels != expected:
+            where = f" {path}" if path else ""
+            raise ScorerError(f"{self.name}: model{where} was trained with labels {labels}, expected "
+                              f"{expected[0]} and {expected[1]} (train one with `winnow train-scorer {self.name}`)")
+        self.model, self.path = model, path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls(load_fasttext(path, cls.name), str(path))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.model.save_model(str(path))
+
+    @classmethod
+    def train(cls, positives, negatives, params=None):
+        """Train from texts in memory (small sets and tests; `winnow train-scorer` streams from
+        Spark): labelled lines, shuffled with the params' seed (SGD must not see all of one label
+        first), through a temporary file to `train_file`."""
+        import os
+        import random
+        import tempfile
+
+        params = params if params is not None else cls.params_class()
+        rows = [(cls.positive, t) for t in positives] + [(cls.negative, t) for t in negatives]
+        random.Random(params.seed).shuffle(rows)
+        fd, tmp = tempfile.mkstemp(suffix=".txt", prefix=f"{cls.name}-train-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                for label, text in rows:
+                    line = cls.to_line(text)
+                    if line.strip():
+                        out.write(f"{label} {line}\n")
+            return cls.train_file(tmp, params)
+        finally:
+            os.unlink(tmp)
+
+
 def read_json_config(path: str | Path, kind: str) -> dict[str, Any]:
     """A scorer's JSON config file, checked to be of `kind`."""
     p = Path(path)

@@ -20,12 +20,9 @@ README). An explicit `bucket` wins.
 from __future__ import annotations
 
 import math
-import os
-import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -33,7 +30,7 @@ from core.errors import ScorerError
 from core.params import param
 
 from . import registry
-from .base import ScorerSpec, fasttext_quiet, load_fasttext, no_options
+from .base import FastTextClassifier, ScorerSpec, fasttext_quiet, no_options
 
 HQ = "__label__hq"
 CC = "__label__cc"
@@ -111,29 +108,13 @@ def bucket_for_file(path: str | Path) -> int:
     return counter.bucket()
 
 
-class DclmScorer:
+class DclmScorer(FastTextClassifier):
     """A trained DCLM classifier. `score` gives P(hq) per text as float32."""
 
     name = "dclm"
-
-    def __init__(self, model, path: str | None = None):
-        labels = sorted(model.get_labels())
-        if labels != sorted([HQ, CC]):
-            where = f" {path}" if path else ""
-            raise ScorerError(
-                f"dclm: model{where} was trained with labels {labels}, expected {CC} and {HQ} "
-                "(train one with `winnow train-scorer dclm`)"
-            )
-        self.model = model
-        self.path = path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DclmScorer":
-        return cls(load_fasttext(path, "dclm"), str(path))
-
-    def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.model.save_model(str(path))
+    positive, negative = HQ, CC
+    to_line = staticmethod(to_line)
+    params_class = DclmTrainParams
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
@@ -165,23 +146,6 @@ class DclmScorer:
             raise ScorerError(f"dclm training diverged ({exc}); with very few or trivially separable "
                               "examples, lower lr or add data") from None
         return cls(model)
-
-    @classmethod
-    def train(cls, positives: Iterable[str], negatives: Iterable[str],
-              params: DclmTrainParams = DclmTrainParams()) -> "DclmScorer":
-        """Train from texts in memory (small sets; `winnow train-scorer` streams from Spark)."""
-        rows = [(HQ, t) for t in positives] + [(CC, t) for t in negatives]
-        random.Random(params.seed).shuffle(rows)  # SGD must not see all of one label first
-        fd, tmp = tempfile.mkstemp(suffix=".txt", prefix="dclm-train-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                for label, text in rows:
-                    line = to_line(text)
-                    if line.strip():
-                        out.write(f"{label} {line}\n")
-            return cls.train_file(tmp, params)
-        finally:
-            os.unlink(tmp)
 
     def describe(self) -> dict:
         args = self.model.f.getArgs()

@@ -20,12 +20,9 @@ documents whose losses predict the models' abilities.
 from __future__ import annotations
 
 import itertools
-import os
-import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -33,7 +30,7 @@ from core.errors import ScorerError
 from core.params import param
 
 from . import registry
-from .base import ScorerSpec, fasttext_quiet, load_fasttext, no_options
+from .base import FastTextClassifier, ScorerSpec, fasttext_quiet, no_options
 from .dclm import bucket_for_file
 
 POS = "__label__1"
@@ -108,26 +105,13 @@ class PreselectTrainParams:
             raise ScorerError(f"preselect training: lr must be > 0, got {self.lr}")
 
 
-class PreselectScorer:
+class PreselectScorer(FastTextClassifier):
     """A trained PreSelect classifier. `score` gives P(__label__1) per text as float32."""
 
     name = "preselect"
-
-    def __init__(self, model, path: str | None = None):
-        labels = sorted(model.get_labels())
-        if labels != sorted([POS, NEG]):
-            where = f" {path}" if path else ""
-            raise ScorerError(f"preselect: model{where} was trained with labels {labels}, expected {NEG} and {POS} "
-                              "(train one with `winnow train-scorer preselect`)")
-        self.model, self.path = model, path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "PreselectScorer":
-        return cls(load_fasttext(path, "preselect"), str(path))
-
-    def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.model.save_model(str(path))
+    positive, negative = POS, NEG
+    to_line = staticmethod(to_line)
+    params_class = PreselectTrainParams
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
@@ -168,23 +152,6 @@ class PreselectScorer:
                 inp[wid] = 0.0
                 model.set_matrices(inp, np.array(model.get_output_matrix(), copy=True))
         return cls(model)
-
-    @classmethod
-    def train(cls, positives: Iterable[str], negatives: Iterable[str],
-              params: PreselectTrainParams = PreselectTrainParams()) -> "PreselectScorer":
-        """From texts in memory (small sets and tests; the flow streams from Spark)."""
-        rows = [(POS, t) for t in positives] + [(NEG, t) for t in negatives]
-        random.Random(params.seed).shuffle(rows)
-        fd, tmp = tempfile.mkstemp(suffix=".txt", prefix="preselect-train-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                for label, text in rows:
-                    line = to_line(text)
-                    if line:
-                        out.write(f"{label} {line}\n")
-            return cls.train_file(tmp, params)
-        finally:
-            os.unlink(tmp)
 
     def describe(self) -> dict:
         args = self.model.f.getArgs()
