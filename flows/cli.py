@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                   handler=cmd_score)
     score.add_argument("inputs", nargs="*", metavar="INPUT", help=INPUTS_HELP)
     score.add_argument("--scorer", "-s", action="append", default=None, metavar="SPEC",
-                       help="KIND, KIND=MODEL or NAME:KIND=MODEL; repeatable. dclm=PATH (a model from "
-                       "`winnow train-scorer dclm`), heuristics[=CONFIG.json], langid[=LANG] (default en)")
+                       help="KIND, KIND=MODEL or NAME:KIND=MODEL, then ,KEY=VALUE options; repeatable. "
+                       "dclm=PATH (a model from `winnow train-scorer dclm`), heuristics[=CONFIG.json], "
+                       "langid[=LANG] (default en), perplexity=LM_DIR or perplexity=KENLM,sp_model=SP,unit=ccnet")
     score.add_argument("--with-text", action="store_true", help="write the text beside the scores")
     add_params(score, STAGES["select"].params, only=("top_fraction",))
     score.add_argument("--select-score", metavar="COL", default=None,
@@ -323,6 +324,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             table["model"] = model
         if spec.name:
             table["name"] = spec.name
+        for key, value in spec.options.items():   # ,KEY=VALUE options; a KenLM's sp_model is a path
+            table[key] = str(Path(value).expanduser().resolve()) if key == "sp_model" and isinstance(value, str) \
+                else value
         scorers.append(table)
     stages: list[dict] = [{"stage": "score", "scorers": scorers}]
     column = args.select_score or specs[0].column

@@ -120,6 +120,12 @@ def test_scorer_specs_parse_and_save_load(tmp_path):
     assert ScorerSpec.parse("heuristics").column == "score_heuristics"
     with pytest.raises(ScorerError):
         ScorerSpec.parse("=x")
+    # options after the model: a comma before `key=` starts one; other commas stay in the path
+    assert ScorerSpec.parse("cc:perplexity=/m,1/en.arpa.bin,sp_model=/m/en.sp.model,unit=ccnet,stride=128") == \
+        ScorerSpec(kind="perplexity", model="/m,1/en.arpa.bin", name="cc",
+                   options={"sp_model": "/m/en.sp.model", "unit": "ccnet", "stride": 128})
+    with pytest.raises(ScorerError, match="given twice or reserved"):
+        ScorerSpec.parse("dclm=/m.bin,name=x")
     LangIdScorer("de").save(tmp_path / "lid.json")
     assert load_scorer(ScorerSpec(kind="langid", model=str(tmp_path / "lid.json"))).language == "de"
     (tmp_path / "wrong.json").write_text('{"kind": "heuristics"}')
