@@ -53,7 +53,9 @@ class ScorerTrainConfig(_Strict):
     - any scorer kind with a trainer in filters/registry.py (dclm, preselect, dfn), from
       `positives` and `negatives`;
     - ``kind = "preselect"`` from reference LMs instead: `models` (or `train_models` trained on
-      `lm_data`) and `seed_docs` (flows/preselect.py);
+      `lm_data`) and `seed_docs` (flows/preselect.py); its `params` mix the family's settings
+      (`flows.preselect.FAMILY_FIELDS`: lm_tokens, lm_growth, lm_size, ability_data, stride) with
+      fastText's (`filters.preselect.PreselectTrainParams`);
     - ``kind = "lm"``: a reference LM (`winnow train-lm`) from `inputs`; `params` are
       `flows.train_lm.LmSpec`'s fields (size, tokens, vocab_size, seq_len, fold, ...).
     """
@@ -104,6 +106,7 @@ class ValidateConfig(_Strict):
     eval_max_tokens: int | None = Field(default=50_000, ge=1)   # per held-out domain
     model: dict[str, Any] = Field(default_factory=lambda: {"size": "tiny"})
     train: dict[str, Any] = Field(default_factory=dict)           # more training.loop.TrainConfig fields
+    parallel: int = Field(default=1, ge=1)   # seeds of a variant trained at once, each in its own process
 
 
 class ScheduleConfig(_Strict):
@@ -233,6 +236,9 @@ def parse_config(data: dict[str, Any], base_dir: Path, origin: str = "config") -
             if isinstance(value, str) and value != "inputs":
                 raise ConfigError(f"{origin}: 'train.{name}': a list of paths, or \"inputs\" for the flow's inputs")
             update[name] = value if isinstance(value, str) else [_resolve(v, base_dir) for v in value]
+        # paths among the params: an LM's own tokenizer, PreSelect's ability split
+        update["params"] = {k: _resolve(v, base_dir) if k in ("tokenizer", "ability_data") and isinstance(v, str)
+                            else v for k, v in item.params.items()}
         train.append(item.model_copy(update=update))
     try:
         plans(cfg)
@@ -272,6 +278,9 @@ def _resolve_stage_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         model = s.get("model") if isinstance(s, dict) else None
         if isinstance(model, str) and (s.get("kind") != "langid" or model.endswith(".json")):
             s = {**s, "model": _resolve_model(model, base)}
+        sp_model = s.get("sp_model") if isinstance(s, dict) else None   # perplexity: KenLM's SentencePiece
+        if isinstance(sp_model, str):
+            s = {**s, "sp_model": _resolve_model(sp_model, base)}
         folds = s.get("folds") if isinstance(s, dict) else None   # perplexity: two reference LMs
         if isinstance(folds, list) and all(isinstance(f, str) for f in folds):
             s = {**s, "folds": [_resolve_model(f, base) for f in folds]}
@@ -300,15 +309,19 @@ def train_specs(cfg: RunConfig) -> list:
 
                 out.append(LmSpec(inputs=paths(t.inputs), output=output, **{"seed": seed, **t.params}))
                 continue
-            params = registry.trainer(t.kind).params(**t.params)
             if t.from_models():
-                from .preselect import PreselectSpec
+                from .preselect import FAMILY_FIELDS, PreselectSpec
 
+                # params: the family's settings (lm_tokens, lm_growth, ...) and fastText's
+                family = {k: v for k, v in t.params.items() if k in FAMILY_FIELDS}
+                params = registry.trainer(t.kind).params(**{k: v for k, v in t.params.items()
+                                                            if k not in FAMILY_FIELDS})
                 out.append(PreselectSpec(output=output, seed_docs=paths(t.seed_docs), models=paths(t.models),
                                          abilities=tuple(t.abilities), train_models=t.train_models,
                                          lm_data=paths(t.lm_data), heldout_fraction=t.heldout_fraction,
-                                         max_docs=t.max_per_class, seed=seed, params=params))
+                                         max_docs=t.max_per_class, seed=seed, params=params, **family))
                 continue
+            params = registry.trainer(t.kind).params(**t.params)
         except (TypeError, ScorerError, ConfigError) as exc:
             raise ConfigError(f"'train[{i}]': {exc}") from None
         if not t.positives:

@@ -1,10 +1,13 @@
 """`winnow train-scorer preselect`: PreSelect's classifier from a family of reference LMs.
 
 1. The family: `models` (directories from `winnow train-lm`), or ``train_models = N`` trained
-   here on ``lm_data`` with the same size and seed and token budgets ``lm_tokens * 2**k``
-   (k = 0..N-1), so their abilities are graded. When the seed documents are not given they are
-   the other half of ``lm_data``: the models train on fold 0 (`winnow train-lm --fold 0/2`), the
-   seed set is fold 1, so no seed document was trained on.
+   here on ``lm_data`` with one size, one tokenizer and one export, at token budgets
+   ``lm_tokens * lm_growth**k`` (k = 0..N-1), so their abilities are graded; model k trains with
+   seed ``seed + k`` (its own initialization and batch order, as the paper's family are separate
+   models: with one seed each model is the one before trained further, and nearly every document
+   ranks the family the same way). When the seed documents are not given they are the other half
+   of ``lm_data``: the models train on fold 0 (`winnow train-lm --fold 0/2`), the seed set is
+   fold 1, so no seed document was trained on.
 2. Ability: each model's bits per byte on the **ability split** (`data/eval/ability.jsonl.zst`,
    disjoint from the pool, the reference set and the held-out split `validate` judges on; lower
    bits per byte = more able), or the scores the user gives (``abilities``, higher = more able).
@@ -36,6 +39,8 @@ from core.errors import ConfigError, WinnowError
 from core.params import param
 
 ABILITY_DATA = str(Path(__file__).resolve().parents[1] / "data" / "eval" / "ability.jsonl.zst")
+# PreselectSpec fields a [[train]] entry gives among its `params` (the rest are fastText's)
+FAMILY_FIELDS = ("lm_tokens", "lm_growth", "lm_size", "ability_data", "stride")
 ABILITY_DOCS = 1000     # at most this many documents of the ability split are scored
 
 
@@ -46,12 +51,16 @@ class PreselectSpec:
     models: tuple[str, ...] = ()
     abilities: tuple[float, ...] = ()
     train_models: int = param(0, metavar="N", help="train a family of N reference LMs on --lm-data first "
-                              "(token budgets lm_tokens * 2**k)")
+                              "(token budgets lm_tokens * lm_growth**k)")
     lm_data: tuple[str, ...] = ()
     lm_tokens: int = param(100_000, metavar="N", help="training tokens of the smallest model of the family")
+    lm_growth: float = param(2.0, metavar="G", help="each model of the family trains on G times the tokens "
+                             "of the one before")
     lm_size: str = param("tiny", choices=("tiny", "small", "base"), help="model preset of the family")
     ability_data: str = param(ABILITY_DATA, metavar="PATH",
                               help="documents each model's ability (bits per byte) is measured on")
+    stride: int | None = param(None, metavar="N", help="window step in tokens when a document is longer than "
+                               "a model's context (default: half the context)")
     max_docs: int = param(200_000, metavar="N", help="seed documents at most, chosen by a seeded hash of the "
                           "id (the paper's seed set: 900k)")
     heldout_fraction: float = param(0.1, metavar="F", flag="--heldout",
@@ -77,6 +86,10 @@ class PreselectSpec:
             raise ConfigError("preselect: give --seed-docs (documents disjoint from what the models trained on)")
         if self.abilities and len(self.abilities) != n:
             raise ConfigError(f"preselect: {len(self.abilities)} abilities for {n} models")
+        if self.train_models and not (self.lm_growth > 1.0 and self.lm_tokens >= 2048):
+            raise ConfigError("preselect: lm_growth must be > 1 and lm_tokens >= 2048 (one batch)")
+        if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 1):
+            raise ConfigError(f"preselect: stride must be a positive number of tokens, got {self.stride!r}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ConfigError(f"preselect: heldout fraction must be in [0, 1), got {self.heldout_fraction}")
 
@@ -84,22 +97,19 @@ class PreselectSpec:
 def _read_texts(spark, paths: tuple[str, ...], seed: int, limit: int, fold: int | None = None):
     from pyspark.sql import functions as F
 
-    from pipelines import read
-    from pipelines.read import InputSpec, ReadParams
     from pipelines.stage import StageContext
+    from pipelines.train_sample import in_fold, read_texts
 
-    inputs = tuple(InputSpec(path=p, source=f"in-{i}") for i, p in enumerate(paths))
-    read.expand_inputs(inputs)
-    kept = read.apply(None, ReadParams(inputs), StageContext(spark=spark, seed=seed)).kept
-    docs = kept.select("id", "text").where(F.length(F.trim(F.coalesce("text", F.lit("")))) > 0)
+    kept, _ = read_texts(StageContext(spark=spark, seed=seed), paths, "in")
+    docs = kept.select("id", "text")
     if fold is not None:  # the fold of `winnow train-lm --fold` (filters.perplexity.fold_of)
-        docs = docs.where(F.pmod(F.xxhash64("text"), F.lit(2)) == F.lit(fold))
+        docs = docs.where(in_fold(fold))
     # limit() leaves one partition: spread the sample again, or one task would score it all
     parts = max(2, spark.sparkContext.defaultParallelism)
     return docs.orderBy(F.xxhash64("id", F.lit(seed)), "id").limit(limit).repartition(parts, "id")
 
 
-def measure_ability(spark, model: str, data: str, seed: int = 0) -> dict[str, float]:
+def measure_ability(spark, model: str, data: str, seed: int = 0, stride: int | None = None) -> dict[str, float]:
     """Bits per byte of a reference LM over the ability split (total bits / total bytes)."""
     from filters.lm import document_nats, load_lm
 
@@ -107,7 +117,7 @@ def measure_ability(spark, model: str, data: str, seed: int = 0) -> dict[str, fl
     texts = [r["text"] for r in _read_texts(spark, (data,), seed, ABILITY_DOCS).toLocalIterator()]
     if not texts:
         raise WinnowError(f"preselect: the ability split {data} has no documents")
-    nats, _ = document_nats(lm, texts)
+    nats, _ = document_nats(lm, texts, stride)
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
     return {"bpb": float(nats.sum() / math.log(2) / nbytes), "documents": len(texts), "bytes": nbytes}
 
@@ -159,10 +169,11 @@ def train_preselect(spark, spec: PreselectSpec, log=print) -> dict[str, Any]:
         family = out.with_name(out.name + ".models")
         for k in range(spec.train_models):
             lm_dir = family / f"m{k}"
-            tokens = spec.lm_tokens * 2 ** k
+            tokens = int(round(spec.lm_tokens * spec.lm_growth ** k))
             log(f"training reference LM {k + 1}/{spec.train_models} ({spec.lm_size}, {tokens:,} tokens)")
+            # model k: seed + k trains it (the split and tokenizer are model 0's, through data_from)
             train_lm(spark, LmSpec(inputs=spec.lm_data, output=str(lm_dir), size=spec.lm_size, tokens=tokens,
-                                   seed=spec.seed, fold=fold, tokens_per_batch=2048, seq_len=256),
+                                   seed=spec.seed + k, fold=fold, tokens_per_batch=2048, seq_len=256),
                      log=lambda *_: None, data_from=models[0] if models else None)
             models.append(str(lm_dir))
     if seed_fold is None:
@@ -173,7 +184,7 @@ def train_preselect(spark, spec: PreselectSpec, log=print) -> dict[str, Any]:
     else:
         measured = []
         for m in models:
-            got = measure_ability(spark, m, spec.ability_data, spec.seed)
+            got = measure_ability(spark, m, spec.ability_data, spec.seed, spec.stride)
             measured.append({**got, "ability": -got["bpb"], "given": False})
     abilities = [x["ability"] for x in measured]
     if len(set(abilities)) != len(abilities):
@@ -185,7 +196,8 @@ def train_preselect(spark, spec: PreselectSpec, log=print) -> dict[str, Any]:
     ctx = StageContext(spark=spark, seed=spec.seed)
     try:
         docs = _read_texts(spark, seed_docs, spec.seed, spec.max_docs, seed_fold)
-        scorers = tuple({"kind": "perplexity", "name": f"m{r}", "model": models[i], "unit": "char"}
+        scorers = tuple({"kind": "perplexity", "name": f"m{r}", "model": models[i], "unit": "char",
+                         **({"stride": spec.stride} if spec.stride else {})}
                         for r, i in enumerate(order))
         scored = ctx.persist(score.apply(docs, ScoreParams(scorers=scorers), ctx).kept)
         cols = [f"score_m{r}" for r in range(n)]
@@ -246,6 +258,8 @@ def train_preselect(spark, spec: PreselectSpec, log=print) -> dict[str, Any]:
                    "heldout": {"positives": int(truth.sum()), "negatives": int((~truth).sum())}},
         "heldout_accuracy": None if accuracy is None else round(accuracy, 4),
         "heldout_roc_auc": None if np.isnan(auc) else round(float(auc), 4),
+        "family": ({"trained": spec.train_models, "lm_tokens": spec.lm_tokens, "lm_growth": spec.lm_growth,
+                    "lm_size": spec.lm_size} if spec.train_models else None), "stride": spec.stride,
         "model": scorer.describe(), "params": asdict(spec.params),
         "seconds": round(time.perf_counter() - start, 1),
     }

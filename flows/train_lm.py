@@ -81,29 +81,23 @@ def _docs(spark, spec: LmSpec):
     """(the read documents with a `heldout` column, bad records)."""
     from pyspark.sql import functions as F
 
-    from pipelines import read
-    from pipelines.read import InputSpec, ReadParams
     from pipelines.stage import StageContext
-    from pipelines.train_sample import _unit_hash
+    from pipelines.train_sample import _unit_hash, in_fold, read_texts
 
-    ctx = StageContext(spark=spark, seed=spec.seed)
-    inputs = tuple(InputSpec(path=p, source=f"lm-{i}") for i, p in enumerate(spec.inputs))
-    read.expand_inputs(inputs)
-    result = read.apply(None, ReadParams(inputs), ctx)
-    docs = result.kept.where(F.length(F.trim(F.coalesce("text", F.lit("")))) > 0)
+    docs, removed = read_texts(StageContext(spark=spark, seed=spec.seed), spec.inputs, "lm")
     fold = spec.fold_index()
     if fold is not None:
-        # Spark's xxhash64 of a string is XXH64 of its UTF-8 bytes with seed 42: filters.perplexity.fold_of
-        docs = docs.where(F.pmod(F.xxhash64("text"), F.lit(2)) == F.lit(fold))
+        docs = docs.where(in_fold(fold))
     docs = docs.withColumn("heldout", _unit_hash("id", spec.seed + 7) < F.lit(spec.heldout_fraction))
-    return docs, result.removed.count()
+    return docs, removed.count()
 
 
 def train_lm(spark, spec: LmSpec, log=print, data_from: str | None = None) -> dict[str, Any]:
     """Train a reference LM as the module docstring says; returns what `lm.json` holds.
-    `data_from`: an LM directory trained on the same inputs, fold, seed, tokenizer settings and
-    seq_len, whose tokenizer and exported windows are reused (a PreSelect family differs only in
-    its token budgets)."""
+    `data_from`: an LM directory trained on the same inputs, fold, tokenizer settings and seq_len,
+    whose split, tokenizer and exported windows are reused (a PreSelect family differs only in its
+    token budgets and training seeds): `spec.seed` then seeds only the training, and `lm.json`
+    names the directory under ``data_from``."""
     from pyspark.sql import functions as F
 
     from pipelines.tokenize import load_tokenizer, sample_texts, train_tokenizer
@@ -123,7 +117,7 @@ def train_lm(spark, spec: LmSpec, log=print, data_from: str | None = None) -> di
         shutil.copyfile(src / "tokenizer.json", tokenizer)
         return _train_and_save(spark, spec, out, src / "_data", tokenizer, done["documents"]["train"],
                                done["documents"]["heldout"], done["documents"]["bad_records"], done["export_tokens"],
-                               start, log)
+                               start, log, data_from=str(src))
     docs, bad = _docs(spark, spec)
     docs.write.parquet(str(work / "split"))
     split = spark.read.parquet(str(work / "split"))
@@ -162,7 +156,7 @@ def train_lm(spark, spec: LmSpec, log=print, data_from: str | None = None) -> di
 
 
 def _train_and_save(spark, spec: LmSpec, out: Path, work: Path, tokenizer: Path, n_train: int, n_held: int,
-                    bad: int, exports: dict, start: float, log) -> dict[str, Any]:
+                    bad: int, exports: dict, start: float, log, data_from: str | None = None) -> dict[str, Any]:
     import torch
 
     from filters.lm import save_lm
@@ -191,6 +185,8 @@ def _train_and_save(spark, spec: LmSpec, out: Path, work: Path, tokenizer: Path,
         "final_loss": result.get("final_loss"), "seconds": round(time.perf_counter() - start, 1),
         "export_tokens": exports,
     }
+    if data_from is not None:
+        info["data_from"] = data_from
     save_lm(out, model, tokenizer.read_text(encoding="utf-8"), info)
     (out / "lm.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(run, ignore_errors=True)   # the checkpoints: lm.pt holds the weights

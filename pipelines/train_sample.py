@@ -23,15 +23,28 @@ def _unit_hash(column: str, seed: int):
     return bits / F.lit(float(1 << 30))
 
 
+def read_texts(ctx: StageContext, paths: tuple[str, ...], source: str) -> tuple[DataFrame, DataFrame]:
+    """(the read documents with a non-space character in their text, the bad records' rows):
+    the `read` stage over `paths`, each named `<source>-<i>`. A missing path fails here, before
+    Spark reads anything."""
+    inputs = tuple(InputSpec(path=p, source=f"{source}-{i}") for i, p in enumerate(paths))
+    read.expand_inputs(inputs)
+    result = read.apply(None, ReadParams(inputs), ctx)
+    return result.kept.where(F.length(F.trim(F.coalesce("text", F.lit("")))) > 0), result.removed
+
+
+def in_fold(fold: int, folds: int = 2):
+    """The documents of fold `fold`: pmod(xxhash64(text), folds), Spark's XXH64 of the UTF-8 text
+    with seed 42, the split `filters.perplexity.fold_of` computes for one text."""
+    return F.pmod(F.xxhash64("text"), F.lit(folds)) == F.lit(fold)
+
+
 def labelled_sample(ctx: StageContext, paths: tuple[str, ...], label: str, max_docs: int,
                     heldout_fraction: float, seed: int) -> tuple[DataFrame, int, int]:
     """(rows id/text/label/heldout, documents read, bad records) for one side."""
-    inputs = tuple(InputSpec(path=p, source=f"{label}-{i}") for i, p in enumerate(paths))
-    read.expand_inputs(inputs)  # a missing path fails here, before Spark reads anything
-    result = read.apply(None, ReadParams(inputs), ctx)
-    docs = ctx.persist(result.kept.select("id", "text", F.lit(label).alias("label"))
-                       .where(F.length(F.trim(F.coalesce("text", F.lit("")))) > 0))
-    n_bad = result.removed.count()
+    kept, removed = read_texts(ctx, paths, label)
+    docs = ctx.persist(kept.select("id", "text", F.lit(label).alias("label")))
+    n_bad = removed.count()
     n = docs.count()
     if n > max_docs:
         docs = docs.orderBy(F.xxhash64("id", F.lit(seed)), "id").limit(max_docs)

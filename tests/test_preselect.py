@@ -118,6 +118,42 @@ def test_the_flow_labels_seed_documents_by_concordance(spark, tmp_path, tokenize
                                              abilities=(1.0, 1.0, 2.0)), log=lambda *_: None)
 
 
+def test_a_trained_family_grows_its_budgets_and_seeds_each_model(spark, tmp_path, tokenizer_json,  # noqa: F811
+                                                                  monkeypatch):
+    """--train-models: budgets lm_tokens * lm_growth**k, seeds seed + k, model 0's data reused,
+    fold 0 trained and fold 1 the seed set (the LM training itself is `winnow train-lm`'s, tested
+    in tests/test_lm_scorers.py: here a random tiny LM stands in for each model)."""
+    import flows.train_lm
+    from flows.preselect import PreselectSpec, train_preselect
+
+    calls = []
+
+    def fake_train_lm(spark, spec, log=print, data_from=None):
+        calls.append((spec.tokens, spec.seed, spec.fold, data_from))
+        out = Path(spec.output)
+        _lm(out.parent, tokenizer_json, context=64, seed=spec.seed, name=out.name)
+        (out / "lm.json").write_text(json.dumps({"inputs": list(spec.inputs), "settings": {"fold": spec.fold}}))
+        return {}
+
+    monkeypatch.setattr(flows.train_lm, "train_lm", fake_train_lm)
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps({"id": r["id"], "text": r["text"][:300]}) + "\n" for r in read_zst_jsonl(REF)))
+    spec = PreselectSpec(output=str(tmp_path / "ps.bin"), train_models=3, lm_data=(str(data),), lm_tokens=10_000,
+                         lm_growth=1.5, abilities=(1.0, 2.0, 3.0), max_docs=200, seed=7, stride=32,
+                         params=PreselectTrainParams(threads=1))
+    report = train_preselect(spark, spec, log=lambda *_: None)
+    m0 = str(tmp_path / "ps.bin.models" / "m0")
+    assert calls == [(10_000, 7, "0/2", None), (15_000, 8, "0/2", m0), (22_500, 9, "0/2", m0)]
+    assert report["seed_fold"] == 1 and report["stride"] == 32
+    assert report["family"] == {"trained": 3, "lm_tokens": 10_000, "lm_growth": 1.5, "lm_size": "tiny"}
+    texts = [json.loads(line)["text"] for line in data.read_text().splitlines()]
+    from filters.perplexity import fold_of
+
+    assert report["seed_documents"] == min(200, sum(fold_of(t) == 1 for t in texts if t.strip()))
+    with pytest.raises(ConfigError, match="lm_growth"):
+        PreselectSpec(output="x", train_models=3, lm_data=("y",), lm_growth=1.0)
+
+
 def test_a_model_trained_on_the_seed_documents_is_refused(spark, tmp_path, tokenizer_json):  # noqa: F811
     from flows.preselect import PreselectSpec, train_preselect
 
@@ -150,14 +186,16 @@ def test_train_entries_of_kind_lm_and_preselect(tmp_path):
            "train": [{"kind": "lm", "output": "{output}/lms/ref", "inputs": [str(REF)],
                       "params": {"tokens": 100_000, "size": "tiny", "fold": "0/2"}},
                      {"kind": "preselect", "output": "{output}/models/preselect.bin", "train_models": 5,
-                      "lm_data": "inputs", "params": {"threads": 1}},
+                      "lm_data": "inputs", "params": {"threads": 1, "lm_tokens": 20_000, "lm_growth": 1.3,
+                                                      "ability_data": "ability.jsonl", "stride": 128}},
                      {"kind": "preselect", "output": "{output}/models/p2.bin", "models": ["{output}/lms/ref", "/x/b"],
                       "seed_docs": "inputs"}]}
     cfg = parse_config(raw, tmp_path, "test")
     lm, family, given = train_specs(cfg)
     assert isinstance(lm, LmSpec) and lm.output == str(tmp_path / "out" / "lms" / "ref") and lm.fold == "0/2"
     assert isinstance(family, PreselectSpec) and family.train_models == 5 and family.lm_data == (str(REF),)
-    assert family.params.threads == 1
+    assert family.params.threads == 1 and (family.lm_tokens, family.lm_growth, family.stride) == (20_000, 1.3, 128)
+    assert family.ability_data == str(tmp_path / "ability.jsonl")    # resolved against the config's folder
     assert given.models == (str(tmp_path / "out" / "lms" / "ref"), "/x/b") and given.seed_docs == (str(REF),)
     bad = {**raw, "train": [{"kind": "lm", "output": "x", "params": {"tokens": 10, "size": "tiny"}}]}
     with pytest.raises(ConfigError, match="below one batch"):
