@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import statistics
 from dataclasses import replace
@@ -125,18 +126,21 @@ def run_validate(cfg: RunConfig, spark=None, progress=None, base: str | None = N
         summary = run_curation(_sub_config(cfg, data, variant.stages + variant_tail_stages(variant, v, tokenizer)),
                                spark=spark, progress=progress, start=base)
         export = next(r for r in summary.stages if r.stage == "export").stats
-        runs[variant.name] = []
+        tcfgs = []
         for seed in v.seeds:
             extra = dict(v.train)
             if variant.layout == "concat":
                 extra.setdefault("tokens_per_batch", max(1, v.tokens_per_batch // variant.seq_len) * variant.seq_len)
-            tcfg = TrainConfig(data=str(data), output=str(inside(root, "runs", dir_name(variant.name), f"seed_{seed}")),
-                               tokens=v.tokens, **{"tokens_per_batch": v.tokens_per_batch, **extra},
-                               model=dict(v.model), tokenizer=tokenizer, heldout=str(heldout),
-                               eval_max_tokens=v.eval_max_tokens, seed=seed, resume=False,
-                               schedule=variant.schedule)
-            runs[variant.name].append(_train_or_reuse(tcfg, output, data, heldout, tokenizer, progress,
-                                                      f"train {variant.name} seed {seed}"))
+            if v.parallel > 1:   # the cores shared among the runs trained at once
+                extra.setdefault("threads", max(1, (os.cpu_count() or 1) // v.parallel))
+            tcfgs.append(TrainConfig(data=str(data),
+                                     output=str(inside(root, "runs", dir_name(variant.name), f"seed_{seed}")),
+                                     tokens=v.tokens, **{"tokens_per_batch": v.tokens_per_batch, **extra},
+                                     model=dict(v.model), tokenizer=tokenizer, heldout=str(heldout),
+                                     eval_max_tokens=v.eval_max_tokens, seed=seed, resume=False,
+                                     schedule=variant.schedule))
+        runs[variant.name] = _train_seeds(tcfgs, v.parallel, output, data, heldout, tokenizer, progress,
+                                          [f"train {variant.name} seed {seed}" for seed in v.seeds])
         results[variant.name] = {**_summarize(runs[variant.name], summary, export), "seeds": list(v.seeds)}
     out = _compare(results, [x.name for x in v.variants])
     (output / "validate.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -164,6 +168,29 @@ def _last_key(run_output: Path) -> str | None:
     """The key of a curation run's last step (it covers every step before it)."""
     records = RunState(run_output).records()
     return records[max(records)]["key"] if records else None
+
+
+def _train_seeds(tcfgs: list, parallel: int, output: Path, data: Path, heldout: Path, tokenizer: str, progress,
+                 names: list[str]) -> list[dict]:
+    """Each seed's run (`_train_or_reuse`), in seed order. With ``parallel > 1`` up to that many
+    train at once, each in its own spawned process (a tiny model on a few cores trains faster as
+    two one-thread runs than as one two-thread run); their progress shows when each ends."""
+    if parallel <= 1 or len(tcfgs) <= 1:
+        return [_train_or_reuse(t, output, data, heldout, tokenizer, progress, n) for t, n in zip(tcfgs, names)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(parallel, len(tcfgs)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_or_reuse, t, output, data, heldout, tokenizer, None, n)
+                   for t, n in zip(tcfgs, names)]
+        results = []
+        for future, tcfg, name in zip(futures, tcfgs, names):
+            results.append(future.result())
+            if progress is not None and hasattr(progress, "run_started"):
+                progress.run_started(name, tcfg.steps)
+                progress.run_advanced(name, tcfg.steps, "done (trained beside the other seeds)")
+    return results
 
 
 def _train_or_reuse(tcfg, output: Path, data: Path, heldout: Path, tokenizer: str, progress, name: str) -> dict:

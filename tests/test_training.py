@@ -395,6 +395,25 @@ seq_len = 128
     assert json.loads((tmp_path / "out" / "validate.json").read_text()) == out
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("train.json")} == trained
     assert "skipped, unchanged" in capsys.readouterr().out
+    # [validate] parallel = 2: the seeds train in two spawned processes, to the same results
+    from dataclasses import replace
+
+    from flows.validate import _train_seeds
+    from training.loop import TrainConfig
+
+    root = tmp_path / "out" / "validate"
+    one = TrainConfig(data=str(root / "variants" / "random"), output="", tokens=4096, tokens_per_batch=512,
+                      model={"d_model": 32, "n_layers": 1, "n_heads": 2}, tokenizer=str(root / "tokenizer.json"),
+                      heldout=str(root / "heldout"), eval_max_tokens=3000, resume=False, threads=1)
+    done = {}
+    for parallel in (1, 2):
+        tcfgs = [replace(one, seed=k, output=str(tmp_path / f"p{parallel}" / f"seed_{k}")) for k in (0, 1)]
+        done[parallel] = _train_seeds(tcfgs, parallel, tmp_path / "out", root / "variants" / "random",
+                                      root / "heldout", str(root / "tokenizer.json"), None, ["a", "b"])
+    assert [r["seed"] if "seed" in r else r["config"]["seed"] for r in done[2]] == [0, 1]
+    assert [(r["final_loss"], r["heldout"]["loss"]) for r in done[2]] == \
+        [(r["final_loss"], r["heldout"]["loss"]) for r in done[1]]
+    assert done[1][0]["final_loss"] != done[1][1]["final_loss"]
     bad = tmp_path / "bad.toml"
     bad.write_text(cfg.read_text().replace('buckets = "5..7"', 'buckets = "7-5"'))
     assert winnow(["validate", str(bad), "--overwrite"]) == 2
