@@ -105,6 +105,18 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
             for col in quantiles:
                 lines += ["", f"![{col} histogram](plots/{histogram_name(r.name, col)})"]
         for r in details:
+            groups = r.stats.get("groups")   # select with `by`: each group's share and cut
+            if not isinstance(groups, dict) or not groups:
+                continue
+            cols = [c for c in ("cut", "lower_edge", "upper_edge") if any(c in g for g in groups.values())]
+            lines += ["", f"### {r.name}: per {r.stats.get('by', 'group')}", "",
+                      "| " + " | ".join([str(r.stats.get("by", "group")), "documents", "kept", *cols]) + " |",
+                      "|---|---:|---:|" + "---:|" * len(cols)]
+            for name, g in groups.items():
+                cells = [str(name).replace("|", "\\|"), f"{g.get('documents', 0):,}", f"{g.get('kept', 0):,}"]
+                cells += ["" if g.get(c) is None else f"{g[c]:.4g}" for c in cols]
+                lines.append("| " + " | ".join(cells) + " |")
+        for r in details:
             by_reason = r.stats.get("removed_by_reason")
             if not by_reason:
                 continue

@@ -115,9 +115,28 @@ def _removals(records: list[StageRecord]) -> str:
                    "check that shaped the corpus most; rows of removed/<stage>/ say why for each document.") + table
 
 
+def _select_cuts(records: list[StageRecord]) -> dict[str, tuple[list[float], str]]:
+    """Per score column a select stage cut on: (the cut lines to draw, what they mean in words)."""
+    out: dict[str, tuple[list[float], str]] = {}
+    for r in records:
+        st = r.stats
+        col = st.get("score") if r.stage == "select" else None
+        if not col:
+            continue
+        if isinstance(st.get("threshold"), (int, float)):
+            side = "at or below" if st.get("order") == "low" else "at or above"
+            out[col] = ([st["threshold"]], f"the dashed line is the cut select kept {side} ({st['threshold']:.4g})")
+        elif isinstance(st.get("lower_edge"), (int, float)) or isinstance(st.get("upper_edge"), (int, float)):
+            edges = [e for e in (st.get("lower_edge"), st.get("upper_edge")) if isinstance(e, (int, float))]
+            out[col] = (edges, "the dashed lines are the edges of the band select kept ("
+                        + " to ".join(f"{e:.4g}" for e in edges) + ")")
+        elif isinstance(st.get("groups"), dict):
+            out[col] = ([], f"select cut each {st.get('by', 'group')} apart (its cuts: the select row of report.md)")
+    return out
+
+
 def _histograms(records: list[StageRecord]) -> str:
-    cuts = {r.stats.get("score"): r.stats.get("threshold") for r in records
-            if r.stage == "select" and isinstance(r.stats.get("threshold"), (int, float))}
+    cuts = _select_cuts(records)
     parts = []
     plt = _plt()
     for r in records:
@@ -127,15 +146,14 @@ def _histograms(records: list[StageRecord]) -> str:
             if counts:
                 ax.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges, edges[1:])], align="edge",
                        color="#4c72b0", edgecolor="white")
-            cut = cuts.get(col)
-            if cut is not None:
-                ax.axvline(cut, color="#c44e52", linestyle="--", label=f"selection cut {cut:.4g}")
+            lines, said = cuts.get(col, ([], "no select stage cut on it"))
+            for k, cut in enumerate(lines):
+                ax.axvline(cut, color="#c44e52", linestyle="--", label="selection cut" if k == 0 else None)
+            if lines:
                 ax.legend()
             ax.set_xlabel(col)
             ax.set_ylabel("documents")
-            caption = (f"{col} of the {sum(counts):,} documents {r.name} scored"
-                       + (f"; the dashed line is the cut select kept at or above ({cut:.4g})" if cut is not None
-                          else "; no select stage cut on it") + ".")
+            caption = f"{col} of the {sum(counts):,} documents {r.name} scored; {said}."
             parts.append(_figure(_png(fig), f"{col} histogram", caption))
     return "".join(parts)
 

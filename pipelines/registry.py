@@ -23,7 +23,8 @@ STAGES: dict[str, StageSpec] = {
     score.NAME: StageSpec(score.NAME, score.ScoreParams, score.apply,
                           "scorers from filters/ add score_<name> columns; removes nothing", score.columns, score.VERSION),
     select.NAME: StageSpec(select.NAME, select.SelectParams, select.apply,
-                           "keep by score threshold, top fraction of documents or characters, or random fraction",
+                           "keep by score threshold, top (or lowest) fraction of documents or characters, random fraction, "
+                           "CCNet bucket or Ankner band; optionally per domain",
                            select.columns, select.VERSION),
     tokenize.NAME: StageSpec(tokenize.NAME, tokenize.TokenizeParams, tokenize.apply,
                              "token ids (tokens, n_tokens) with a given or trained tokenizers tokenizer",

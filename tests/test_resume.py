@@ -315,6 +315,37 @@ def test_the_html_report_loads_in_a_browser_with_every_image_and_no_empty_sectio
     assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
 
 
+def test_the_html_report_says_which_side_of_each_cut_select_kept():
+    from flows.report import StageRecord
+    from flows.report_html import _select_cuts
+
+    def sel(**stats):
+        return StageRecord(name="select", stage="select", n_in=10, kept=5, removed=5, seconds=0.1, stats=stats)
+
+    assert _select_cuts([sel(score="score_dclm", threshold=0.5, order="high")])["score_dclm"] == \
+        ([0.5], "the dashed line is the cut select kept at or above (0.5)")
+    lines, said = _select_cuts([sel(score="score_ccnet", threshold=2.25, order="low")])["score_ccnet"]
+    assert lines == [2.25] and "at or below" in said
+    lines, said = _select_cuts([sel(score="score_ankner", lower_edge=1.5, upper_edge=2.0, band=[0.45, 0.55])])[
+        "score_ankner"]
+    assert lines == [1.5, 2.0] and "edges of the band" in said
+    lines, said = _select_cuts([sel(score="score_dclm", by="domain", groups={"code": {"cut": 0.2}})])["score_dclm"]
+    assert lines == [] and "each domain apart" in said
+    assert _select_cuts([sel(random=True)]) == {}
+
+
+def test_report_md_tabulates_a_stratified_selects_groups():
+    from flows.report import StageRecord, report_markdown
+
+    r = StageRecord(name="select", stage="select", n_in=10, kept=5, removed=5, seconds=0.1,
+                    stats={"score": "score_dclm", "by": "domain", "groups": {
+                        "code": {"documents": 4, "kept": 1, "cut": 0.25}, "a|b": {"documents": 6, "kept": 4}}})
+    manifest = {"started_at": "t0", "finished_at": "t1", "output": "out", "code_version": {"winnow": "0"}, "inputs": []}
+    md = report_markdown([r], manifest)
+    assert "### select: per domain" in md and "| domain | documents | kept | cut |" in md
+    assert "| code | 4 | 1 | 0.25 |" in md and "| a\\|b | 6 | 4 |  |" in md
+
+
 def test_a_transient_stage_failure_is_retried_and_counted_and_a_user_error_is_not(spark, small, tmp_path,
                                                                                  monkeypatch):
     from core.errors import WinnowError
