@@ -173,8 +173,9 @@ def _last_key(run_output: Path) -> str | None:
 def _train_seeds(tcfgs: list, parallel: int, output: Path, data: Path, heldout: Path, tokenizer: str, progress,
                  names: list[str]) -> list[dict]:
     """Each seed's run (`_train_or_reuse`), in seed order. With ``parallel > 1`` up to that many
-    train at once, each in its own spawned process (a tiny model on a few cores trains faster as
-    two one-thread runs than as one two-thread run); their progress shows when each ends."""
+    train at once, each in its own spawned process, for machines with more cores than one small
+    model's training keeps busy (on 2 cores two one-thread runs side by side took as long as two
+    two-thread runs one after the other); their progress shows when each ends."""
     if parallel <= 1 or len(tcfgs) <= 1:
         return [_train_or_reuse(t, output, data, heldout, tokenizer, progress, n) for t, n in zip(tcfgs, names)]
     import multiprocessing
