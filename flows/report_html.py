@@ -131,7 +131,8 @@ def _select_cuts(records: list[StageRecord]) -> dict[str, tuple[list[float], str
             out[col] = (edges, "the dashed lines are the edges of the band select kept ("
                         + " to ".join(f"{e:.4g}" for e in edges) + ")")
         elif isinstance(st.get("groups"), dict):
-            out[col] = ([], f"select cut each {st.get('by', 'group')} apart (its cuts: the select row of report.md)")
+            by = st.get("by", "group")
+            out[col] = ([], f"select cut each {by} apart (its cuts: report.md's per-{by} table)")
     return out
 
 

@@ -132,7 +132,8 @@ def run_validate(cfg: RunConfig, spark=None, progress=None, base: str | None = N
             if variant.layout == "concat":
                 extra.setdefault("tokens_per_batch", max(1, v.tokens_per_batch // variant.seq_len) * variant.seq_len)
             if v.parallel > 1:   # the cores shared among the runs trained at once
-                extra.setdefault("threads", max(1, (os.cpu_count() or 1) // v.parallel))
+                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+                extra.setdefault("threads", max(1, cores // v.parallel))
             tcfgs.append(TrainConfig(data=str(data),
                                      output=str(inside(root, "runs", dir_name(variant.name), f"seed_{seed}")),
                                      tokens=v.tokens, **{"tokens_per_batch": v.tokens_per_batch, **extra},
