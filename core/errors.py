@@ -36,3 +36,9 @@ class PathEscapes(OutputError, ValueError):
 
 class AccountingError(WinnowError):
     """A stage's counts do not add up: in != kept + removed."""
+
+
+class BackendError(WinnowError):
+    """An LLM server or model that refuses the whole run: a bad key, an unknown model, a request
+    it rejects as malformed (HTTP 400/401/403/404/422), an unreachable server at start, a model
+    directory that does not load."""

@@ -2,17 +2,19 @@
 arrows point down only. core is the floor (standard library only); filters, mixers and training
 never import Spark, Prefect, pipelines or flows; pipelines never imports flows. Model-based
 scorers in filters use training's model definition (training/model.py), so filters may import
-training, and training never imports filters."""
+training, and training never imports filters. synth (rephrasing: prompts, LLM backends, cache)
+sits beside filters and imports none of the other packages but core."""
 import ast
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "filters", "mixers", "training", "pipelines", "flows")
+PACKAGES = ("core", "filters", "mixers", "training", "synth", "pipelines", "flows")
 FORBIDDEN = {
     "filters": {"pyspark", "prefect", "pipelines", "flows"},
     "mixers": {"pyspark", "prefect", "pipelines", "flows", "training", "filters"},
     "training": {"pyspark", "prefect", "pipelines", "flows", "filters"},
+    "synth": {"pyspark", "prefect", "pipelines", "flows", "filters", "mixers", "training"},
     "pipelines": {"prefect", "flows"},
 }
 
