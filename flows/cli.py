@@ -32,6 +32,23 @@ EXPORT_FLAGS = (("tokenize", ("tokenizer", "vocab_size", "seed")), ("decompose",
                 ("export", ("layout", "seq_len", "mixture", "by_domain", "shard_rows")))
 
 
+def worker_error(exc: BaseException) -> str | None:
+    """The message of a Winnow error raised inside a Spark task, which reaches the driver as a
+    Python traceback in a Spark exception's text ("core.errors.BackendError: ..."), or None."""
+    import re
+
+    from core import errors
+
+    names = "|".join(n for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, errors.WinnowError))
+    seen = exc
+    while seen is not None:
+        found = re.findall(rf"(?:core\.errors\.)?\b({names}): ([^\n]+)", str(seen))
+        if found and type(seen).__name__ != found[-1][0]:
+            return found[-1][1].strip()
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _verb(sub, name: str, help: str, description: str, handler) -> argparse.ArgumentParser:
     """A sub-command; `handler(args) -> exit status` runs it."""
     verb = sub.add_parser(name, help=help, description=description, epilog=EPILOG)
@@ -94,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --top-fraction: the score column to select on (default: the first "
                        "scorer's); kept/ gets a boolean `selected` column and <output>/selected/ the rows")
     add_run_options(score)
+
+    rephrase = _verb(sub, "rephrase", "rewrite documents with an LLM in WRAP's styles (synthetic data)",
+                     "Run read -> rephrase -> write: each document is cut into chunks of about 300 tokens at "
+                     "sentence boundaries, each chunk rewritten in each --style (easy, medium, hard, qa: WRAP's "
+                     "prompts) by an OpenAI-compatible server (--backend openai --base-url URL --model NAME: "
+                     "vLLM, llama.cpp, SGLang, TGI) or a local transformers model (--backend transformers --model "
+                     "DIR). <output>/kept/ holds one synthetic document per document and style (source "
+                     "wrap:<style>, meta.parent_id); <output>/removed/rephrase/ the pairs that could not be "
+                     "rephrased, with the reason. Answers are cached (<output>/rephrase_cache/ or --cache DIR), "
+                     "so a rerun after a crash asks nothing twice. The API key is read from $OPENAI_API_KEY "
+                     "(or --api-key-env VAR) and written nowhere.", handler=cmd_rephrase)
+    rephrase.add_argument("inputs", nargs="*", metavar="INPUT", help=INPUTS_HELP)
+    add_params(rephrase, STAGES["rephrase"].params, skip=("keep_input",))
+    rephrase.add_argument("--dry-run", action="store_true",
+                          help="print the requests and the tokens in and out a run would take, send nothing")
+    add_run_options(rephrase)
 
     export = _verb(sub, "export", "tokenize and export bucketed training shards (dataset decomposition)",
                    "Run read -> tokenize -> decompose -> export -> write on the inputs: one datasets "
@@ -231,11 +264,17 @@ class _RichProgress:
     def run_advanced(self, name: str, done: int, note: str) -> None:
         self._progress.update(self._tasks[name], completed=done, description=f"[bold]{name}[/] {note}")
 
+    def stage_note(self, name: str, note: str) -> None:
+        """A live line beside a running stage (rephrase's requests and tokens/s)."""
+        if name in self._tasks:
+            self._progress.update(self._tasks[name], description=f"[bold]{name}[/] running: {note}")
+
     def stage_finished(self, record) -> None:
         why = (record.resume or "").removeprefix("ran: ")
         self._progress.update(
             self._tasks[record.name], completed=1,
-            description=f"[bold]{record.name}[/] in {record.n_in:,}  kept {record.kept:,}  removed {record.removed:,}"
+            description=f"[bold]{record.name}[/] in {record.n_in:,}"
+            + (f"  added {record.added:,}" if record.added else "") + f"  kept {record.kept:,}  removed {record.removed:,}"
             + (f"  [dim](ran: {why})[/]" if why and why != "no saved state" else ""),
         )
 
@@ -248,9 +287,9 @@ class _RichProgress:
 def _stage_table(records):
     from rich.table import Table
 
-    from .report import STAGE_HEADER, stage_table_rows
+    from .report import ACCOUNTING, STAGE_HEADER, stage_table_rows
 
-    table = Table(title="stages (in = kept + removed)")
+    table = Table(title=f"stages ({ACCOUNTING})")
     for i, name in enumerate(STAGE_HEADER):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in stage_table_rows(records):
@@ -300,6 +339,60 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite,
                          engine=getattr(args, "engine", None))
     return _run_and_show(cfg)
+
+
+def cmd_rephrase(args: argparse.Namespace) -> int:
+    from pipelines.rephrase import RephraseParams
+
+    from .config import config_for_inputs, stage_params, with_overrides
+    from .options import given
+
+    if not args.inputs or not args.output:
+        raise UsageError("give INPUT... and --output DIR")
+    stage: dict = {"stage": "rephrase", "keep_input": False, **given(args, RephraseParams)}
+    if stage.get("backend") == "transformers" and stage.get("model"):
+        stage["model"] = str(Path(stage["model"]).expanduser().resolve())
+    params = stage_params("rephrase", {k: v for k, v in stage.items() if k != "stage"}, "rephrase")
+    cfg = config_for_inputs(args.inputs, str(Path(args.output).resolve()), args.domain, args.domain_field)
+    cfg = cfg.model_copy(update={"stages": [stage]})
+    cfg = with_overrides(cfg, master=args.master, overwrite=args.overwrite, engine=getattr(args, "engine", None))
+    if args.dry_run:
+        return _rephrase_dry_run(cfg, params)
+    from pipelines.rephrase import check_backend
+
+    check_backend(params)  # a wrong URL, key or model name: one line now, before Spark starts
+    return _run_and_show(cfg)
+
+
+def _rephrase_dry_run(cfg, params) -> int:
+    """`winnow rephrase --dry-run`: the first request of each style and the totals; nothing sent,
+    nothing written."""
+    import json as _json
+
+    from pipelines import read
+    from pipelines.rephrase import dry_run
+    from pipelines.spark import get_spark
+    from pipelines.stage import StageContext
+
+    from .config import input_specs
+
+    spark = get_spark(cfg.spark.master)
+    docs = read.apply(None, read.ReadParams(input_specs(cfg)), StageContext(spark=spark)).kept
+    cache = params.cache or str(Path(cfg.output) / "rephrase_cache")
+    found = dry_run(docs, params, cache)
+    for style, body in found["first_request"].items():
+        print(f"first request, style {style}:")
+        print(_json.dumps(body, indent=2, ensure_ascii=False))
+    print("style\tdocuments\trequests\tcached\ttokens_in\ttokens_out_expected\ttokens_out_max")
+    for style, c in found["per_style"].items():
+        print(f"{style}\t{c['documents']:,}\t{c['requests']:,}\t{c['cached']:,}\t{c['tokens_in']:,}\t"
+              f"{c['tokens_out_expected']:,}\t{c['tokens_out_max']:,}")
+    how = "counted with " + params.tokenizer if params.tokenizer else (
+        "counted with the model's tokenizer" if params.backend == "transformers" else
+        "estimated at 4 characters per token (give --tokenizer to count)")
+    print(f"dry run: nothing sent. Tokens {how}; tokens_in includes the prompt; tokens_out_expected "
+          "assumes an answer as long as its chunk.")
+    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -645,6 +738,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # Spark start-up failures are the user's environment, not a bug
         name = type(exc).__name__
+        raised = worker_error(exc)
+        if raised is not None:  # a WinnowError raised inside a Spark task (rephrase's BackendError)
+            print(f"winnow: error: {raised}", file=sys.stderr)
+            return 2
         if "JAVA_GATEWAY_EXITED" in str(exc) or name == "PySparkRuntimeError":
             print("winnow: error: could not start Spark; is Java 17 installed (apt-get install "
                   "openjdk-17-jre-headless) and JAVA_HOME right?", file=sys.stderr)

@@ -271,6 +271,9 @@ def _resolve_stage_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     against = raw.get("against")
     if isinstance(against, list) and all(isinstance(a, str) for a in against):
         raw = {**raw, "against": [_resolve(a, base) for a in against]}
+    if raw.get("stage") == "rephrase":  # a local model directory, the tokenizer, the answer cache
+        paths = ("tokenizer", "cache") + (("model",) if raw.get("backend") == "transformers" else ())
+        return {**raw, **{k: _resolve(raw[k], base) for k in paths if isinstance(raw.get(k), str)}}
     if raw.get("stage") != "score" or not isinstance(raw.get("scorers"), list):
         return raw
     scorers = []

@@ -3,7 +3,8 @@
 `run_curation(cfg, spark=...)` is the in-process entry point (tests pass their SparkSession);
 the CLI calls it too. Stages hand data to each other as Parquet under `<output>/_work/`, which
 cuts Spark lineage between stages and gives exact counts from file metadata; `_work` is removed
-when the run succeeds. Accounting is checked after every stage: `in = kept + removed`.
+when the run succeeds. Accounting is checked after every stage: `in + added = kept + removed`
+(only `rephrase` adds rows).
 """
 from __future__ import annotations
 
@@ -130,11 +131,26 @@ def _run_stage(
         claim(output, *paths)
         claimed.extend(os.path.relpath(os.path.realpath(p), output) if os.path.isabs(p) else str(p) for p in paths)
 
-    ctx = StageContext(spark=spark, seed=live["seed"], claim=own, output=str(output))
+    def note(text: str) -> None:
+        if hasattr(progress, "stage_note"):
+            progress.stage_note(label, text)
+
+    ctx = StageContext(spark=spark, seed=live["seed"], claim=own, output=str(output), note=note if progress else None,
+                       claim_lasting=lambda *paths: claim(output, *paths))
     if progress:
         progress.stage_started(label)
     _describe_jobs(spark, f"winnow stage {label}")
     start = time.perf_counter()
+    try:
+        return _stage_body(live, ctx, label, stage, apply, params, in_path, n_in, work_path, then_write, start)
+    finally:
+        ctx.release()
+        _describe_jobs(spark, None)
+
+
+def _stage_body(live, ctx: StageContext, label: str, stage: str, apply, params, in_path, n_in, work_path,
+                then_write, start: float) -> list[StageRecord]:
+    spark, output, progress = live["spark"], live["output"], live["progress"]
     schemas = live.setdefault("schemas", {})  # what each Parquet of this run was written from
     df = (_read(spark, in_path, schemas[in_path]) if in_path in schemas else spark.read.parquet(in_path)) if in_path else None
     result = _write_step(output, df, params, ctx) if stage == write.NAME else apply(df, params, ctx)
@@ -158,15 +174,17 @@ def _run_stage(
         result.stats["removed_by_reason"] = removed_by_reason(_read(spark, removed_path, removed_frame.schema))
     if n_in is None:  # `read` starts the run: everything it saw is kept or removed
         n_in = kept + removed
+    added = n_in * (result.outputs_per_input - 1)
     why = live.get("why", {})
     record = StageRecord(
         name=label, stage=stage, n_in=n_in, kept=kept, removed=removed,
         seconds=time.perf_counter() - start,
         removed_path=str(Path("removed") / label) if removed else None, stats=result.stats,
-        resume=why.get(label),
+        resume=why.get(label), added=added,
     )
-    if n_in != kept + removed:
-        raise AccountingError(f"stage {label}: in {n_in} != kept {kept} + removed {removed}")
+    if n_in + added != kept + removed:
+        raise AccountingError(f"stage {label}: in {n_in}" + (f" + added {added}" if added else "")
+                              + f" != kept {kept} + removed {removed}")
     attempt = _attempt()
     if attempt > 1:  # a transient failure was retried (the report shows it)
         record.stats["attempts"] = attempt
@@ -182,7 +200,6 @@ def _run_stage(
         if progress:
             progress.stage_started(write.NAME)
             progress.stage_finished(records[-1])
-    _describe_jobs(spark, None)
     return records
 
 
@@ -573,6 +590,10 @@ def _run_locked(cfg: RunConfig, output: Path, files, skipped, stage_plans, engin
     lasting = {Path(os.path.relpath(m, output)).parts[0] for m in models if m.startswith(str(output) + os.sep)}
     if keep:  # validate follows and keeps its own state: what is unchanged there is reused
         lasting.add(Path(os.path.relpath(keep[1], output)).parts[0])
+    for p in stage_plans:  # what a stage keeps across reruns of itself (rephrase's answer cache)
+        for path in getattr(p.params, "lasting", lambda _out: ())(str(output)):
+            if os.path.realpath(path).startswith(str(output) + os.sep):
+                lasting.add(Path(os.path.relpath(os.path.realpath(path), output)).parts[0])
     training = []
     if trains:  # before the keys: a model trained now is part of the score stage's key
         need = any(t.saved is None for t in trains)

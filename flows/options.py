@@ -8,7 +8,9 @@ flag of every verb that runs the stage without any parser code.
   value is not overridden by a flag nobody typed. The help says the class default.
 - A field whose metavar is PATH, FILE or DIR is a path: it is resolved against the current
   directory, as every path on the command line is.
-- Fields of types a flag cannot hold (tables, lists of tables) are left to configs.
+- A list of strings is a repeated flag when it is a list of paths or names its own flag
+  (`--style qa --style medium`). Fields of types a flag cannot hold (tables, lists of tables, other
+  lists) are left to configs.
 - One flag may feed the same-named field of several classes (`winnow export --seed` seeds the
   tokenizer sample and the random splits).
 """
@@ -48,6 +50,8 @@ def _shown(value: Any) -> str:
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
     if isinstance(value, int) and abs(value) >= 10_000:
         return f"{value:_}"
     return str(value)
@@ -63,7 +67,8 @@ def add_params(parser: argparse.ArgumentParser, cls: type, *, only: tuple[str, .
         if (only is not None and f.name not in only) or f.name in skip:
             continue
         kind = _scalar_type(hints[f.name])
-        paths = hints[f.name] == tuple[str, ...] and f.metadata.get(METAVAR) in PATH_METAVARS
+        # a list of paths, or a list a field gives its own flag name for (rephrase's --style)
+        paths = hints[f.name] == tuple[str, ...] and (f.metadata.get(METAVAR) in PATH_METAVARS or FLAG in f.metadata)
         if kind is None and not paths:
             continue
         help_text = f"{f.metadata[HELP]} (default {_shown(default_of(f))})"
@@ -71,7 +76,7 @@ def add_params(parser: argparse.ArgumentParser, cls: type, *, only: tuple[str, .
             taken[f.name].help = f"{taken[f.name].help}; and {help_text}"
             continue
         common: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
-        if paths:  # a list of paths: the flag repeats (--against A --against B)
+        if paths:  # a list: the flag repeats (--against A --against B, --style qa --style medium)
             parser.add_argument(flag_name(f), action="append", metavar=f.metadata[METAVAR], **common)
         elif kind is bool:
             parser.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **common)

@@ -20,6 +20,7 @@ class StageRecord:
     removed_path: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     resume: str | None = None  # "ran: <why>" or "skipped: unchanged" (flows/state.py)
+    added: int = 0            # rows the stage made beyond its input (rephrase's synthetic documents)
 
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -48,11 +49,25 @@ def code_version() -> dict[str, Any]:
 
 def stage_table_rows(records: list[StageRecord]) -> list[list[str]]:
     return [
-        [r.name, f"{r.n_in:,}", f"{r.kept:,}", f"{r.removed:,}", f"{r.seconds:.1f}"] for r in records
+        [r.name, f"{r.n_in:,}", f"{r.added:,}", f"{r.kept:,}", f"{r.removed:,}", f"{r.seconds:.1f}"] for r in records
     ]
 
 
-STAGE_HEADER = ["stage", "in", "kept", "removed", "seconds"]
+STAGE_HEADER = ["stage", "in", "added", "kept", "removed", "seconds"]
+STYLE_HEADER = ["style", "documents", "kept", "removed", "requests", "cached", "tokens in", "tokens out", "retries",
+                "truncated", "wall s", "tokens/s out"]
+
+
+def style_table_rows(per_style: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """rephrase's per-style figures (pipelines.rephrase.per_style) as table rows."""
+    rows = []
+    for style, s in per_style.items():
+        wall = s.get("wall_seconds") or 0.0
+        rows.append([style, f"{s['documents']:,}", f"{s['kept']:,}", f"{s['removed']:,}", f"{s['requests']:,}",
+                     f"{s['cached']:,}", f"{s['tokens_in']:,}", f"{s['tokens_out']:,}", f"{s['retries']:,}",
+                     f"{s['truncation_rate']:.2%}", f"{wall:.1f}", f"{s['tokens_out'] / wall:,.0f}" if wall else ""])
+    return rows
+ACCOUNTING = "in + added = kept + removed"
 
 
 def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str:
@@ -62,7 +77,7 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
     lines.append(f"- output: `{manifest['output']}`  ")
     lines.append(f"- code: winnow {manifest['code_version'].get('winnow')}"
                  + (f", commit {manifest['code_version']['git_commit'][:12]}" if "git_commit" in manifest["code_version"] else ""))
-    lines += ["", "## Stages", "", "Every stage satisfies `in = kept + removed` (documents).", ""]
+    lines += ["", "## Stages", "", f"Every stage satisfies `{ACCOUNTING}` (documents; only `rephrase` adds).", ""]
     lines.append("| " + " | ".join(STAGE_HEADER) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(STAGE_HEADER) - 1)) + "|")
     for row in stage_table_rows(records):
@@ -116,6 +131,16 @@ def report_markdown(records: list[StageRecord], manifest: dict[str, Any]) -> str
                 cells = [str(name).replace("|", "\\|"), f"{g.get('documents', 0):,}", f"{g.get('kept', 0):,}"]
                 cells += ["" if g.get(c) is None else f"{g[c]:.4g}" for c in cols]
                 lines.append("| " + " | ".join(cells) + " |")
+        for r in details:
+            per_style = r.stats.get("per_style")   # rephrase: requests, tokens and time per style
+            if not isinstance(per_style, dict) or not per_style:
+                continue
+            lines += ["", f"### {r.name}: per style", "",
+                      "Requests sent (cached answers are not sent again), tokens as the server counted them, "
+                      "retries, the share of answers cut at max_tokens, and wall time from the style's first "
+                      "request to its last answer.", "",
+                      "| " + " | ".join(STYLE_HEADER) + " |", "|---|" + "---:|" * (len(STYLE_HEADER) - 1)]
+            lines += ["| " + " | ".join(row) + " |" for row in style_table_rows(per_style)]
         for r in details:
             by_reason = r.stats.get("removed_by_reason")
             if not by_reason:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .report import STAGE_HEADER, StageRecord, stage_table_rows
+from .report import ACCOUNTING, STAGE_HEADER, STYLE_HEADER, StageRecord, stage_table_rows, style_table_rows
 
 _CHECK = """
 <script>
@@ -259,12 +259,16 @@ def write_html(output: Path, records: list[StageRecord], manifest: dict[str, Any
     """Write `<output>/report.html` (see the module docstring) and return its path."""
     output = Path(output)
     sections = [
-        ("stages", "Stages", '<p class="body">Every stage satisfies in = kept + removed (documents).</p>'
+        ("stages", "Stages", f'<p class="body">Every stage satisfies {ACCOUNTING} (documents; only rephrase adds).</p>'
          + _table(STAGE_HEADER, stage_table_rows(records))),
         ("funnel", "Documents through the stages", _funnel(records)),
         ("removals", "Removals per stage and reason", _removals(records)),
         ("scores", "Scores", _histograms(records)),
         ("near-duplicates", "Near-duplicate components", _components(records)),
+        ("rephrase", "Rephrasing per style", "".join(
+            f'<p class="body">{html.escape(r.name)}: requests, tokens, retries, truncation rate and wall time '
+            f'per style.</p>' + _table(STYLE_HEADER, style_table_rows(r.stats["per_style"]))
+            for r in records if isinstance(r.stats.get("per_style"), dict) and r.stats["per_style"])),
         ("tokens", "Tokens per length bucket and per domain", _tokens(records)),
         ("schedule", "Mixture schedule", _schedules(records)),
         ("validation", "Validation", _validation(output)),

@@ -51,7 +51,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Integral, Real
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from rich.table import Table
 
@@ -519,3 +519,30 @@ class Mixture:
             for d in domains
         )
         return MixturePlan(budget=budget, seq_len=seq_len, domains=rows, possible_tokens=possible_tokens)
+
+
+SYNTHETIC_SUFFIX = ".synthetic"  # the export's domain for a domain's synthetic (rephrased) documents
+
+
+def with_synthetic(weights: Mapping[str, float], synthetic: Iterable[str], ratio: float) -> dict[str, float]:
+    """Weights with each domain's synthetic part split off: a domain ``d`` of weight ``w`` whose
+    synthetic documents are exported as ``d.synthetic`` becomes ``d`` at ``w / (1 + ratio)`` and
+    ``d.synthetic`` at ``w * ratio / (1 + ratio)``, so synthetic and real tokens come in
+    ``ratio : 1`` (WRAP trains 1:1, Maini et al. 2024). A domain whose synthetic part the weights
+    name themselves, and a domain without synthetic documents, keep their weight.
+
+    >>> with_synthetic({"web": 0.8, "code": 0.2}, ["web.synthetic"], 1.0)
+    {'web': 0.4, 'web.synthetic': 0.4, 'code': 0.2}
+    """
+    if not (ratio >= 0 and ratio == ratio and ratio != float("inf")):
+        raise ValueError(f"synthetic_ratio must be a finite number >= 0, got {ratio!r}")
+    have = set(synthetic)
+    out: dict[str, float] = {}
+    for domain, w in weights.items():
+        part = domain + SYNTHETIC_SUFFIX
+        if part in have and part not in weights and not domain.endswith(SYNTHETIC_SUFFIX):
+            out[domain] = w / (1 + ratio)
+            out[part] = w * ratio / (1 + ratio)
+        else:
+            out[domain] = w
+    return out

@@ -15,11 +15,17 @@ Token ids are written as uint16 where the vocabulary fits (ids < 65,536), else u
 hold at most ``shard_rows`` rows and are written atomically (`pipelines.shards`).
 
 The mixture (``mixture``: a JSON file ``{"weights": {domain: w}, "budget": tokens,
-"max_repeats": r, "schedule": {...}}``) is planned against the tokens each domain really has
+"max_repeats": r, "schedule": {...}, "synthetic_ratio": s}``) is planned against the tokens each domain really has
 (`mixers.mixture.Mixture.plan`); its table, and the schedule (`mixers.schedule`) with its switch
 step, go into the stats, so the run's manifest.json holds tokens and sequences per bucket and
 domain, the tokenizer, the mixture, the schedule and the run's provenance together. Accounting
 stays in documents: the stage keeps every document it is given.
+
+Synthetic documents (a `synthetic` column from `rephrase`, true) are exported per domain as
+``<domain>.synthetic`` when domains are kept apart. With a mixture, each domain's weight is split
+between its real and synthetic parts at ``synthetic_ratio : 1`` (synthetic to real; default 1,
+WRAP's 1:1, Maini et al. 2024) unless the weights name ``<domain>.synthetic`` themselves
+(`mixers.mixture.with_synthetic`).
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ from pyspark.sql import types as T
 from core.errors import WinnowError
 from core.params import param
 from mixers.dirnames import dir_name
+from mixers.mixture import SYNTHETIC_SUFFIX, Mixture, with_synthetic
 
 from .shards import write_datasets
 from .stage import Columns, StageContext, StageResult
@@ -59,7 +66,8 @@ class ExportParams:
     shard_rows: int = param(100_000, metavar="N", help="rows per shard file")
     mixture: str | None = param(None, metavar="FILE",
                                 help='JSON {"weights": {domain: w}, "budget": tokens, "max_repeats": r, '
-                                '"schedule": {...}}; implies by_domain')
+                                '"schedule": {...}, "synthetic_ratio": s}; implies by_domain; s (default 1) is '
+                                'synthetic : real tokens per domain after rephrase')
     tokenizer: str | None = param(None, metavar="PATH",
                                   help="tokenizer.json copied beside the shards; none: the output "
                                   "directory's tokenizer.json, if there is one")
@@ -80,7 +88,6 @@ def columns(params: ExportParams) -> Columns:
 
 
 def load_mixture(path: str) -> dict[str, Any]:
-    from mixers.mixture import Mixture
     from mixers.schedule import Schedule
 
     p = Path(path)
@@ -89,12 +96,16 @@ def load_mixture(path: str) -> dict[str, Any]:
     try:
         spec = json.loads(p.read_text(encoding="utf-8"))
         mixture = Mixture(spec["weights"])
+        ratio = float(spec.get("synthetic_ratio", 1.0))
+        if not (0 <= ratio < float("inf")):
+            raise ValueError(f"synthetic_ratio must be a finite number >= 0, got {ratio}")
         budget = int(spec["budget"])
         schedule = Schedule.from_json(spec["schedule"]) if spec.get("schedule") else None
     except (ValueError, KeyError, TypeError) as exc:
         raise WinnowError(f"export.mixture: {p}: {exc} (expected {{\"weights\": {{...}}, \"budget\": N, "
                           "\"max_repeats\": R, \"schedule\": {...}}})") from None
-    return {"mixture": mixture, "budget": budget, "max_repeats": spec.get("max_repeats"), "schedule": schedule}
+    return {"mixture": mixture, "budget": budget, "max_repeats": spec.get("max_repeats"), "schedule": schedule,
+            "synthetic_ratio": ratio}
 
 
 def _token_type(vocab_max: int) -> pa.DataType:
@@ -132,7 +143,10 @@ def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult
     stats: dict[str, Any] = {"layout": params.layout, "output": str(out)}
 
     if params.layout == "decomposition":
-        chunks = df.select("id", "domain", F.explode("chunks").alias("c")).select(
+        domain = F.col("domain")
+        if by_domain and "synthetic" in df.columns:  # rephrased documents: their own <domain>.synthetic
+            domain = F.when(F.col("synthetic"), F.concat(domain, F.lit(SYNTHETIC_SUFFIX))).otherwise(domain)
+        chunks = df.select("id", domain.alias("domain"), F.explode("chunks").alias("c")).select(
             "id", "domain", F.col("c.position").alias("position"), F.col("c.start").alias("start"),
             F.col("c.tokens").alias("tokens"), F.coalesce(F.col("c.bucket").cast("string"), F.lit("tail")).alias("b"))
         # the domain is a record's or a config's name: write_datasets encodes it into a safe directory
@@ -187,6 +201,10 @@ def apply(df: DataFrame, params: ExportParams, ctx: StageContext) -> StageResult
             shutil.copyfile(tokenizer, out / "tokenizer.json")
         stats["tokenizer"] = str(out / "tokenizer.json")
     if plan is not None:
+        synthetic = [d for d in available if d.endswith(SYNTHETIC_SUFFIX)]
+        if synthetic:  # each domain's synthetic part at synthetic_ratio : 1 to its real part
+            plan["mixture"] = Mixture(with_synthetic(plan["mixture"].weights, synthetic, plan["synthetic_ratio"]))
+            stats["synthetic_ratio"] = plan["synthetic_ratio"]
         try:
             mix = plan["mixture"].plan(plan["budget"], {d: available.get(d, 0) for d in plan["mixture"].domains} | available,
                                        max_repeats=plan["max_repeats"])

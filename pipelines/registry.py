@@ -5,7 +5,7 @@ from typing import Any, Iterable, Sequence
 
 from core.errors import ConfigError
 
-from . import decompose, dedup_exact, dedup_minhash, export, heuristics, score, select, tokenize
+from . import decompose, dedup_exact, dedup_minhash, export, heuristics, rephrase, score, select, tokenize
 from .schema import DOCUMENT_SCHEMA
 from .stage import Columns, StageSpec
 
@@ -26,6 +26,9 @@ STAGES: dict[str, StageSpec] = {
                            "keep by score threshold, top (or lowest) fraction of documents or characters, random fraction, "
                            "CCNet bucket or Ankner band; optionally per domain",
                            select.columns, select.VERSION),
+    rephrase.NAME: StageSpec(rephrase.NAME, rephrase.RephraseParams, rephrase.apply,
+                             "WRAP: an LLM rewrites each document in each style; keeps the input and adds the "
+                             "synthetic documents", rephrase.columns, rephrase.VERSION),
     tokenize.NAME: StageSpec(tokenize.NAME, tokenize.TokenizeParams, tokenize.apply,
                              "token ids (tokens, n_tokens) with a given or trained tokenizers tokenizer",
                              tokenize.columns, tokenize.VERSION),

@@ -52,6 +52,10 @@ class StageResult:
     # pass over the stage's (unpersisted) result: the flow calls it with the kept Parquet.
     # Called as stats_after_write(kept, removed) with the written Parquet of both.
     stats_after_write: Callable[[DataFrame, DataFrame], dict[str, Any]] | None = None
+    # Rows (kept or removed) each input row becomes: 1 for every stage that keeps or removes its
+    # input; `rephrase` adds rows, and the flow checks in + added = kept + removed with
+    # added = in * (outputs_per_input - 1).
+    outputs_per_input: int = 1
 
     def finish(self, kept: DataFrame, removed: DataFrame) -> dict[str, Any]:
         """`stats`, completed from the written kept and removed rows."""
@@ -73,12 +77,27 @@ class StageContext:
     # The run's output directory (absolute): where a trained tokenizer and export's datasets go,
     # and what `{output}` in a scorer's model path means. None outside a flow.
     output: str | None = None
+    # Shows a line of live progress beside the running stage (the CLI's spinner); None: nowhere.
+    note: Callable[[str], None] | None = None
+    # Records an entry of the output directory the run owns (so --overwrite deletes it) but that a
+    # resumed run keeps, unlike `own`'s: an answer cache. None outside a flow.
+    claim_lasting: Callable[..., None] | None = None
     _persisted: list[DataFrame] = field(default_factory=list)
+    _on_release: list[Callable[[], None]] = field(default_factory=list)
 
     def own(self, *paths: str) -> None:
         """Record paths this stage is about to write into the run's output directory."""
         if self.claim is not None and paths:
             self.claim(*paths)
+
+    def own_lasting(self, *paths: str) -> None:
+        """Record paths the run owns that outlive a rerun of this stage (see `claim_lasting`)."""
+        if self.claim_lasting is not None and paths:
+            self.claim_lasting(*paths)
+
+    def on_release(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once the running stage has been written (and on failure)."""
+        self._on_release.append(fn)
 
     def persist(self, df: DataFrame) -> DataFrame:
         """Persist `df` (memory, spilling to disk) until the running stage has been written."""
@@ -87,6 +106,9 @@ class StageContext:
         return df
 
     def release(self) -> None:
+        for fn in self._on_release:
+            fn()
+        self._on_release.clear()
         for df in self._persisted:
             df.unpersist()
         self._persisted.clear()

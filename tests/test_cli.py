@@ -118,7 +118,7 @@ def test_run_with_input_override_writes_the_output_layout(tmp_path):
     out = tmp_path / "out"
     proc = run(["run", str(cfg), "--input", str(src), "--output", str(out), "--domain", "web"], tmp_path, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "dedup_exact" in proc.stdout and "in = kept + removed" in proc.stdout
+    assert "dedup_exact" in proc.stdout and "in + added = kept + removed" in proc.stdout
     # Spark's start-up lines are gone (the JVM's incubator notice, the log-level banner)
     assert proc.stderr.strip() == "", proc.stderr[-3000:]
     kept = pads.dataset(out / "kept").to_table().to_pylist()
@@ -127,7 +127,7 @@ def test_run_with_input_override_writes_the_output_layout(tmp_path):
     assert pads.dataset(out / "removed" / "dedup_exact").count_rows() == 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"in": 4, "kept": 2, "removed": 2}
-    assert "| dedup_exact | 3 | 2 | 1 |" in (out / "report.md").read_text()
+    assert "| dedup_exact | 3 | 0 | 2 | 1 |" in (out / "report.md").read_text()
     # the same run again resumes with nothing to do; another domain re-runs every step from read
     same = run(["run", str(cfg), "--input", str(src), "--output", str(out), "--domain", "web"], tmp_path, tmp_path)
     assert same.returncode == 0 and same.stdout.count("skipped, unchanged") == 3, same.stdout

@@ -85,7 +85,7 @@ def test_manifest_and_report_account_for_every_document(slice_run):
     assert manifest["code_version"]["winnow"]
     assert manifest["config"]["stages"] == [{"stage": "dedup_exact"}] and manifest["config"]["seed"] == 7
     report = (summary.output / "report.md").read_text()
-    assert "| dedup_exact |" in report and "in = kept + removed" in report
+    assert "| dedup_exact |" in report and "in + added = kept + removed" in report
     assert stages[1]["stats"]["removed_by_reason"] == {"exact duplicate": len(sl["exact_dups"])}
     assert f"| exact duplicate | {len(sl['exact_dups']):,} |" in report
     work = summary.output / "_work"  # the saved state a rerun resumes from: a record per step, no temporaries

@@ -350,3 +350,17 @@ def test_zero_budget():
     plan = Mixture({"a": 1, "b": 2}).plan(0, {"a": 0, "b": 0}, max_repeats=1)
     assert plan.targets == {"a": 0, "b": 0}
     assert plan["a"].weight_realized == 0.0 and plan["a"].repetitions == 0.0
+
+
+def test_with_synthetic_splits_each_domain_at_the_ratio():
+    from mixers.mixture import with_synthetic
+
+    w = {"web": 0.6, "code": 0.4}
+    assert with_synthetic(w, ["web.synthetic"], 1.0) == {"web": 0.3, "web.synthetic": 0.3, "code": 0.4}
+    assert with_synthetic(w, ["web.synthetic", "code.synthetic"], 3.0) == pytest.approx(
+        {"web": 0.15, "web.synthetic": 0.45, "code": 0.1, "code.synthetic": 0.3})
+    assert with_synthetic(w, ["web.synthetic"], 0.0) == {"web": 0.6, "web.synthetic": 0.0, "code": 0.4}
+    named = {"web": 0.5, "web.synthetic": 0.1}  # the weights name the part: taken as given
+    assert with_synthetic(named, ["web.synthetic"], 1.0) == named
+    with pytest.raises(ValueError, match="synthetic_ratio"):
+        with_synthetic(w, ["web.synthetic"], -1)
