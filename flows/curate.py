@@ -708,7 +708,9 @@ def _finish(cfg: RunConfig, output: Path, started: dt.datetime, records: list[St
         "output": str(output),
         "code_version": code_version(),
         "counts": {"in": records[0].n_in, "kept": records[-1].kept,
-                   "removed": sum(r.removed for r in records)},
+                   "removed": sum(r.removed for r in records),
+                   # rows stages made (rephrase): then in + added = kept + removed for the run too
+                   **({"added": sum(r.added for r in records)} if any(r.added for r in records) else {})},
         "stages": [r.as_json() for r in records],
         "training": training,
         "inputs": prints,

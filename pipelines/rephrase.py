@@ -11,10 +11,15 @@ document per (document, style) joins the rewrites in order (`synth.engine`).
   `base_url`, `model`), or a local `transformers` model directory (`backend = "transformers"`,
   `model` = the directory). The API key is read from the environment variable `api_key_env`
   where each task runs; it is never a parameter, so it is in no manifest, state file or log.
-- **Concurrency** is the whole run's: the stage runs at most `concurrency` requests at once,
-  split evenly over the tasks that run at once (the session's default parallelism). An input
-  with fewer partitions than task slots is spread over all slots first; a `concurrency` below
-  the slots runs that many tasks with one request each.
+- **Concurrency** is the whole run's: the stage runs at most `concurrency` requests at once.
+  With `openai` the input is put in as many partitions as tasks run at once (the session's
+  default parallelism, or `concurrency` if that is smaller) and each task gets its share
+  (shares differ by at most one). With `transformers` one task runs the model (one copy in
+  memory), generating batches of up to `concurrency` sequences.
+- **Run once.** The rows are computed in one job and kept as a local checkpoint before kept and
+  removed are written, so the requests are made once; if an executor holding the checkpoint is
+  lost, the stage fails and is retried (the flow's transient-failure retry), and the answer cache
+  answers everything asked before.
 - **The cache** (`synth.cache`): every answer is kept under its key (model, sampling, prompt
   version and text, style, chunk hash) in `cache` (default `<output>/rephrase_cache`, owned by
   the run: `--overwrite` deletes it; give a directory of your own to keep answers across
@@ -27,8 +32,10 @@ document per (document, style) joins the rewrites in order (`synth.engine`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -43,6 +50,7 @@ from pyspark.sql import types as T
 
 from core.errors import BackendError, ConfigError
 from core.params import param
+from synth.backends import shown_url
 from synth.engine import ON_LENGTH, Job, Rephraser
 from synth.wrap import PRESETS, Sampling, prompts_for
 
@@ -97,6 +105,10 @@ class RephraseParams:
                                                  "{name = {user = '... {chunk}', system = '...', version = '...'}}")
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", self.api_key_env):
+            # the name only: a key typed here by mistake would be recorded with the parameters
+            raise ConfigError("rephrase.api_key_env: give the name of an environment variable (letters, digits, _), "
+                              "not the key itself")
         if self.backend not in BACKENDS:
             raise ConfigError(f"rephrase.backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.on_length not in ON_LENGTH:
@@ -151,18 +163,30 @@ def outputs_per_input(params: RephraseParams) -> int:
     return len(params.styles) + (1 if params.keep_input else 0)
 
 
-def _kernel(job: Job, arrow_schema: pa.Schema, key_required: bool):
+def _kernel(job: Job, tasks: int, arrow_schema: pa.Schema, key_required: bool):
+    """The task's rows through `Rephraser`, with this task's share of the run's concurrency."""
+    total = job.concurrency
+
     def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from dataclasses import replace
+
+        from pyspark import TaskContext
+
+        part = TaskContext.get().partitionId() if TaskContext.get() is not None else 0
+        share = total // tasks + (1 if part % tasks < total % tasks else 0)
+        mine = replace(job, concurrency=max(1, share))
+
         def rows():
             for batch in batches:
                 yield from batch.to_pylist()
 
         out: list[dict[str, Any]] = []
-        for row in Rephraser(job).run(rows(), key_required=key_required):
-            out.append(row)
-            if len(out) >= OUT_BATCH:
-                yield pa.RecordBatch.from_pylist(out, schema=arrow_schema)
-                out = []
+        with contextlib.closing(Rephraser(mine).run(rows(), key_required=key_required)) as produced:
+            for row in produced:
+                out.append(row)
+                if len(out) >= OUT_BATCH:
+                    yield pa.RecordBatch.from_pylist(out, schema=arrow_schema)
+                    out = []
         if out:
             yield pa.RecordBatch.from_pylist(out, schema=arrow_schema)
 
@@ -176,18 +200,20 @@ def _slots(spark) -> int:
         return max(1, int(spark.conf.get("spark.default.parallelism", "2")))
 
 
-def spread(df: DataFrame, spark, concurrency: int) -> tuple[DataFrame, int]:
-    """`df` over as many partitions as run at once, and the requests each task may have in flight,
-    so that the run has at most `concurrency` in flight."""
-    slots = _slots(spark)
-    tasks = min(slots, concurrency)
+def spread(df: DataFrame, spark, concurrency: int, backend: str = "openai") -> tuple[DataFrame, int]:
+    """`df` in exactly as many partitions as tasks that may run at once, and that number: the
+    tasks split `concurrency` between them (`_kernel`), so the run never has more in flight.
+    The transformers backend runs in one task (one copy of the model)."""
+    tasks = 1 if backend == "transformers" else min(_slots(spark), concurrency)
     try:
         parts = df.rdd.getNumPartitions()
     except Exception:  # noqa: BLE001 - Spark Connect: no RDD; spread anyway
         parts = 0
-    if parts != tasks and (parts < tasks or concurrency < slots):
+    if parts > tasks:
+        df = df.coalesce(tasks)
+    elif parts < tasks:
         df = df.repartition(tasks)
-    return df, max(1, concurrency // tasks)
+    return df, tasks
 
 
 class _Watcher:
@@ -258,28 +284,29 @@ def apply(df: DataFrame, params: RephraseParams, ctx: StageContext) -> StageResu
     progress = None
     if ctx.output is not None:
         progress = str(Path(ctx.output) / "_work" / f"rephrase-progress-{uuid.uuid4().hex[:8]}")
-    spread_df, per_task = spread(df, ctx.spark, params.concurrency)
-    job = params.job(cache=cache, concurrency=per_task, progress=progress)
+    spread_df, tasks = spread(df, ctx.spark, params.concurrency, params.backend)
+    job = params.job(cache=cache, concurrency=params.concurrency, progress=progress)
     schema = T.StructType(list(df.schema.fields) + [T.StructField("synthetic", T.BooleanType(), False),
                                                     T.StructField("_reason", T.StringType())])
     from pyspark.sql.pandas.types import to_arrow_schema
 
     arrow_schema = to_arrow_schema(schema)
-    out = ctx.persist(spread_df.mapInArrow(_kernel(job, arrow_schema, key_set), schema))
-    kept = out.where(F.col("_reason").isNull()).drop("_reason")
-    removed = out.where(F.col("_reason").isNotNull()).select(
-        *df.columns, "synthetic", F.lit(NAME).alias("removed_by"), F.col("_reason").alias("reason"))
     if progress is not None and ctx.note is not None:
         watcher = _Watcher(progress, ctx.note)
         ctx.on_release(watcher.close)
+    started = time.time()
+    # one job makes every request; kept and removed are then read from its checkpoint
+    out = spread_df.mapInArrow(_kernel(job, tasks, arrow_schema, key_set), schema).localCheckpoint(eager=True)
+    kept = out.where(F.col("_reason").isNull()).drop("_reason")
+    removed = out.where(F.col("_reason").isNotNull()).select(
+        *df.columns, "synthetic", F.lit(NAME).alias("removed_by"), F.col("_reason").alias("reason"))
     stats: dict[str, Any] = {
         "styles": ", ".join(f"{p.style} ({p.version})" for p in job.prompts), "backend": params.backend,
         "model": params.model, "sampling": params.sampling().as_json(), "concurrency": params.concurrency,
-        "per_task": per_task, "cache": cache, "on_length": params.on_length, "keep_input": params.keep_input,
+        "tasks": tasks, "cache": cache, "on_length": params.on_length, "keep_input": params.keep_input,
     }
     if params.backend == "openai":
-        stats["base_url"] = params.base_url
-    started = time.time()
+        stats["base_url"] = shown_url(params.base_url or "")
 
     def after_write(kept_rows: DataFrame, removed_rows: DataFrame) -> dict[str, Any]:
         return {"per_style": per_style(kept_rows, removed_rows), "wall_seconds": round(time.time() - started, 3)}

@@ -6,12 +6,17 @@
   most `concurrency` are in flight. The server applies the model's chat template.
   - Retried, with exponential backoff and jitter (``backoff * 2**k`` seconds, times a random
     factor in [0.5, 1.5], at most `max_backoff`): HTTP 408, 409, 425, 429 (waiting what its
-    ``Retry-After`` says when it says, up to `max_backoff`), 5xx, a timeout, a dropped or
-    refused connection, a reply that is not the API's JSON. After `max_attempts` tries the
-    request fails (`RequestFailed`, a one-line reason) and the caller counts it.
+    ``Retry-After`` says when it says, up to 10 minutes, plus up to 20% jitter so the requests
+    it stopped do not all return at once), 5xx, a timeout (`timeout` seconds for the whole
+    request), a dropped or refused connection or any other transport error, a reply that is not
+    the API's JSON. After `max_attempts` tries the request fails (`RequestFailed`, a one-line
+    reason) and the caller counts it.
   - Not retried, and fatal for the run (`core.errors.BackendError`, one line with the server's
     own message): 400, 401, 403, 404, 413, 422. They mean a wrong model name, a bad key or a
-    setting the server refuses, which every other request would hit too.
+    setting the server refuses, which every other request would hit too. Except: a 400, 413 or
+    422 whose message says the prompt or answer does not fit the model's context (vLLM's
+    "maximum context length", llama.cpp's "exceed_context_size") is that request's own failure,
+    not retried (`RequestFailed`, reason ``rejected``).
   - The key is read from an environment variable by the caller and sent only in the
     ``Authorization`` header; it is in no message, log line or exception text.
 - `TransformersBackend`: a local model directory, loaded with `transformers`, generating in
@@ -29,6 +34,7 @@ import asyncio
 import email.utils
 import json
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +45,8 @@ from .wrap import Sampling
 
 FATAL_STATUS = (400, 401, 403, 404, 413, 422)
 RETRY_STATUS = (408, 409, 425, 429)
+MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is waited for this long
+_CONTEXT = re.compile(r"context (?:length|size|window)|exceeds? |too long|too many tokens", re.I)
 
 
 @dataclass
@@ -69,6 +77,7 @@ class Stats:
     truncated: int = 0     # answers with finish_reason "length"
     tokens_in: int = 0
     tokens_out: int = 0
+    batches: int = 0       # generation batches (transformers)
     started: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,8 +99,9 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _server_message(response) -> str:
-    """The server's error message, one line, at most 200 characters."""
+def _server_message(response, secret: str | None = None) -> str:
+    """The server's error message, one line, at most 200 characters, with the key (if a gateway
+    echoes it back) masked."""
     try:
         body = response.json()
         msg = body.get("error", body) if isinstance(body, dict) else body
@@ -99,7 +109,21 @@ def _server_message(response) -> str:
             msg = msg.get("message") or msg.get("detail") or json.dumps(msg)
     except Exception:  # noqa: BLE001 - not JSON: its text
         msg = response.text
-    return " ".join(str(msg).split())[:200] or response.reason_phrase
+    msg = str(msg)
+    if secret:
+        msg = msg.replace(secret, "***")
+    return " ".join(msg.split())[:200] or response.reason_phrase
+
+
+def shown_url(url: str) -> str:
+    """A URL without user, password or query (they may hold credentials): for reports."""
+    import httpx
+
+    try:
+        u = httpx.URL(url)
+        return str(u.copy_with(username=None, password=None, query=None, fragment=None))
+    except Exception:  # noqa: BLE001 - not a URL: shown as nothing
+        return "<unparsable URL>"
 
 
 class OpenAIBackend:
@@ -150,11 +174,10 @@ class OpenAIBackend:
         try:
             r = httpx.get(f"{self.base_url}/models", headers=self._headers(), timeout=min(self.timeout, 30.0))
         except httpx.HTTPError as exc:
-            raise BackendError(f"rephrase: no answer from {self.base_url} ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:160]})") from None
+            raise BackendError(f"rephrase: no answer from {shown_url(self.base_url)} ({type(exc).__name__})") from None
         if r.status_code in (401, 403):
-            raise BackendError(f"rephrase: {self.base_url} refused the key (HTTP {r.status_code}: "
-                               f"{_server_message(r)}); set it in the variable named by --api-key-env")
+            raise BackendError(f"rephrase: {shown_url(self.base_url)} refused the key (HTTP {r.status_code}: "
+                               f"{_server_message(r, self._key)}); set it in the variable named by --api-key-env")
         if r.status_code != 200:
             return
         try:
@@ -162,7 +185,7 @@ class OpenAIBackend:
         except Exception:  # noqa: BLE001 - a listing we cannot read is no evidence either way
             return
         if served and self.model not in served:
-            raise BackendError(f"rephrase: model {self.model!r} is not served at {self.base_url} "
+            raise BackendError(f"rephrase: model {self.model!r} is not served at {shown_url(self.base_url)} "
                                f"(it serves: {', '.join(map(str, served[:10]))})")
 
     def _body(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any]:
@@ -174,7 +197,7 @@ class OpenAIBackend:
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(retry_after, self.max_backoff)
+            return min(retry_after, MAX_RETRY_AFTER) * random.uniform(1.0, 1.2)
         return min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
     async def complete(self, messages: list[dict[str, str]], sampling: Sampling) -> Completion:
@@ -189,18 +212,23 @@ class OpenAIBackend:
                 self.stats.in_flight += 1
                 start = time.perf_counter()
                 try:
-                    r = await self._client.post("/chat/completions", json=body)
-                except httpx.TimeoutException:
+                    async with asyncio.timeout(self.timeout):  # the whole request, not each read
+                        r = await self._client.post("/chat/completions", json=body)
+                except (TimeoutError, httpx.TimeoutException):
                     r, reason = None, f"timeout after {self.timeout:g} s"
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:  # transport, decoding, redirects
                     r, reason = None, f"connection error ({type(exc).__name__})"
                 finally:
                     self.stats.in_flight -= 1
                 seconds = time.perf_counter() - start
             if r is not None:
                 if r.status_code in FATAL_STATUS:
-                    raise BackendError(f"rephrase: {self.base_url} rejected the request (HTTP {r.status_code}: "
-                                       f"{_server_message(r)})")
+                    message = _server_message(r, self._key)
+                    if r.status_code in (400, 413, 422) and _CONTEXT.search(message):
+                        self.stats.failed += 1  # this request does not fit: its own failure
+                        raise RequestFailed(f"rejected, HTTP {r.status_code}: {message}", retries=attempt - 1)
+                    raise BackendError(f"rephrase: {shown_url(self.base_url)} rejected the request "
+                                       f"(HTTP {r.status_code}: {message})")
                 if r.status_code == 200:
                     try:
                         return self._completion(r, attempt - 1, seconds)
@@ -211,8 +239,8 @@ class OpenAIBackend:
                     if r.status_code == 429 or r.status_code == 503:
                         retry_after = _retry_after(r.headers.get("retry-after"))
                     elif r.status_code not in RETRY_STATUS and r.status_code < 500:
-                        raise BackendError(f"rephrase: {self.base_url} answered HTTP {r.status_code} "
-                                           f"({_server_message(r)})")
+                        raise BackendError(f"rephrase: {shown_url(self.base_url)} answered HTTP {r.status_code} "
+                                           f"({_server_message(r, self._key)})")
             if attempt < self.max_attempts:
                 self.stats.retries += 1
                 await asyncio.sleep(self._delay(attempt, retry_after))
@@ -234,6 +262,9 @@ class OpenAIBackend:
         self.stats.tokens_out += done.tokens_out
         self.stats.truncated += done.finish_reason == "length"
         return done
+
+
+_LOADED: dict[tuple[str, str], tuple] = {}  # (model dir, device) -> (model, tokenizer): one per process
 
 
 def vicuna_prompt(messages: list[dict[str, str]]) -> str:
@@ -263,6 +294,17 @@ class TransformersBackend:
         if self._model is not None:
             return
         import torch
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        key = (self.model_dir, device)
+        if key not in _LOADED:  # a Python worker that runs a second task reuses the model
+            _LOADED.clear()
+            _LOADED[key] = self._read(device)
+        self._model, self._tok = _LOADED[key]
+        self.device = device
+
+    def _read(self, device: str):
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
@@ -271,15 +313,12 @@ class TransformersBackend:
         except Exception as exc:  # noqa: BLE001 - whatever transformers raises, it is the directory's
             raise BackendError(f"rephrase: cannot load a causal LM from {self.model_dir} "
                                f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and model.dtype == torch.float32 and torch.cuda.is_bf16_supported():
             model = model.to(torch.bfloat16)
-        self._model = model.to(device).eval()
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        self._tok = tok
-        self.device = device
+        return model.to(device).eval(), tok
 
     async def __aenter__(self) -> "TransformersBackend":
         self._load()
@@ -318,6 +357,7 @@ class TransformersBackend:
             if not self._queue:
                 self._wake.clear()
             self.stats.in_flight += len(batch)
+            self.stats.batches += 1
             start = time.perf_counter()
             try:
                 done = await loop.run_in_executor(None, self._generate, [m for m, _, _ in batch], first)

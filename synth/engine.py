@@ -52,7 +52,7 @@ class Job:
     backend: str = "openai"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 16       # in flight in this task
+    concurrency: int = 16       # in flight (the stage gives each Spark task its share)
     timeout: float = 120.0
     max_attempts: int = 5
     backoff: float = 1.0
@@ -134,26 +134,37 @@ class Rephraser:
         self.job = job
         self.cache = AnswerCache(job.cache)
         self.count = job.counter()
+        self._inflight: dict[str, asyncio.Future] = {}
         self.meta_common = {"wrap_model": job.model, "wrap_sampling": job.sampling.as_json(),
                             "wrap_backend": job.backend}
 
     async def _chunk(self, backend, prompt: Prompt, chunk: str, tally: _Tally) -> dict[str, Any]:
         key = cache_key(self.job.model, self.job.sampling, prompt, chunk)
         hit = self.cache.get(key)
+        if hit is None and key in self._inflight:  # the same chunk asked right now: one request
+            hit = await asyncio.shield(self._inflight[key])
         if hit is not None:
             tally.cached += 1
             return hit
+        waiting = asyncio.get_running_loop().create_future()
+        self._inflight[key] = waiting
         start = time.time()
         try:
             c = await backend.complete(prompt.messages(chunk), self.job.sampling)
-        except RequestFailed as exc:
-            tally.retries += exc.retries
+            tally.add(c, start)
+            answer = {"text": c.text, "finish_reason": c.finish_reason, "tokens_in": c.tokens_in,
+                      "tokens_out": c.tokens_out}
+            self.cache.put(key, answer)
+            waiting.set_result(answer)
+            return answer
+        except BaseException as exc:
+            if isinstance(exc, RequestFailed):
+                tally.retries += exc.retries
+            waiting.set_exception(exc if isinstance(exc, Exception) else RequestFailed("cancelled"))
+            waiting.exception()  # retrieved: a failure nobody else waited for is not an error
             raise
-        tally.add(c, start)
-        answer = {"text": c.text, "finish_reason": c.finish_reason, "tokens_in": c.tokens_in,
-                  "tokens_out": c.tokens_out}
-        self.cache.put(key, answer)
-        return answer
+        finally:
+            self._inflight.pop(key, None)
 
     async def _style(self, backend, row: dict[str, Any], prompt: Prompt, chunks: list[str]) -> dict[str, Any]:
         tally = _Tally()
@@ -204,13 +215,19 @@ class Rephraser:
 
     async def _doc(self, backend, row: dict[str, Any]) -> list[dict[str, Any]]:
         chunks = chunks_to_send(row.get("text") or "", self.job.chunk_tokens, self.count)
-        return list(await asyncio.gather(*(self._style(backend, row, p, chunks) for p in self.job.prompts)))
+        try:
+            async with asyncio.TaskGroup() as group:  # a fatal error in one style cancels the others
+                tasks = [group.create_task(self._style(backend, row, p, chunks)) for p in self.job.prompts]
+        except BaseExceptionGroup as group_error:  # the error itself (a BackendError), not its group
+            raise group_error.exceptions[0] from None
+        return [t.result() for t in tasks]
 
     def run(self, rows: Iterable[dict[str, Any]], *, key_required: bool = False) -> Iterator[dict[str, Any]]:
         """Output rows for `rows` (a stream): input rows first as read, synthetic and removed rows
         as their documents finish. Raises BackendError when the server refuses the run."""
         loop = asyncio.new_event_loop()
         backend = self.job.make_backend(key_required=key_required)
+        self.stats = backend.stats  # what the backend did, for the caller once the rows are out
         counts = {"documents": 0, "rows": 0}
         progress = _Progress(self.job.progress, backend.stats, counts)
         window = max(4, 2 * self.job.concurrency)
@@ -242,6 +259,7 @@ class Rephraser:
                 task.cancel()
             if pending:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            pending = set()
             loop.run_until_complete(backend.__aexit__(None, None, None))
             loop.close()
 

@@ -279,9 +279,13 @@ def chunks_to_send(text: str, limit: int = 300, count: Callable[[str], int] = es
 
 _LEAD = [
     # "Sure!", "Certainly.", "Of course," and the like on their own
-    re.compile(r"^\s*(?:sure|certainly|of course|absolutely|okay|ok|great)[!.,]+\s*", re.I),
-    # "Here is a paraphrase of the paragraph ...:" / "Here's the conversation:" up to its colon
-    re.compile(r"^\s*here(?:'s| is| are)\b[^\n:]{0,160}:[ \t]*\n?\s*", re.I),
+    # (a lone interjection: "Sure!", "Certainly." or "Of course," then a new line or "Here ...")
+    re.compile(r"^\s*(?:sure|certainly|of course|absolutely|okay|ok)[!.,]+(?:\s*\n|\s+(?=here\b))\s*", re.I),
+    # "Here is a paraphrase of the paragraph ...:" / "Here's the conversational format:" up to its
+    # colon: only when it names what it introduces (a paraphrase, a version, a format, ...)
+    re.compile(r"^\s*here(?:'s| is| are)\b[^\n:]{0,120}\b(?:paraphras\w*|rephras\w*|rewrit\w*|version|"
+               r"format|conversation\w*|rewording|simplifi\w*|text|paragraph|passage|questions?|q&a)\b"
+               r"[^\n:]{0,60}:[ \t]*\n?\s*", re.I),
     # "Paraphrase:", "Rephrased text:", "Simplified version:" as a heading
     re.compile(r"^\s*\**\s*(?:a |the )?(?:paraphrased?|rephrased?|rewritten|simplified|revised)"
                r"(?: (?:text|version|paragraph|passage))?\s*\**\s*:\s*\**[ \t]*\n?\s*", re.I),

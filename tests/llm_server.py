@@ -14,7 +14,8 @@ Faults (in-process only), popped one per POST from `server.faults` or applied by
 `("429", retry_after_s)`, `("malformed",)`, `("truncate",)`, `("hang", seconds)`, `("close",)`
 (the connection is closed with no response: the uvicorn h11 protocol is subclassed to keep each
 connection's transport by client address). Only requests that pass the api-key, request and
-model-name checks meet a fault. `server.requests` logs every POST: user, status, headers, fault.
+model-name checks meet a fault. `server.requests` logs every POST: user, status, headers, fault, time
+(monotonic); `server.peak` is the most chat requests it answered at once.
 
 `python -m tests.llm_server --port N [--model DIR] [--latency S] [--echo-tokens N]` prints
 `listening on http://127.0.0.1:N/v1` when ready and serves until SIGTERM or SIGINT. Clients
@@ -160,6 +161,7 @@ class LLMServer:
         self.served_name, self.port, self.default_max_tokens = served_name, port, default_max_tokens
         self.faults: collections.deque = collections.deque()  # append/extend/popleft are thread-safe
         self.requests: list[dict] = []  # appended under self._lock
+        self.in_flight = self.peak = 0  # chat requests being answered now, and the most at once
         self._lock, self._generate_lock = threading.Lock(), threading.Lock()
         self._rules: list[list] = []  # [predicate, fault, remaining or None]
         self._transports: dict[tuple, asyncio.Transport] = {}  # client (host, port) -> transport
@@ -265,6 +267,16 @@ class LLMServer:
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
+            with self._lock:
+                self.in_flight += 1
+                self.peak = max(self.peak, self.in_flight)
+            try:
+                return await answer(request)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+        async def answer(request: Request):
             try:
                 body = json.loads(await request.body())
             except ValueError:
@@ -272,7 +284,8 @@ class LLMServer:
             messages = body.get("messages") if isinstance(body, dict) else None
             users = [m for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
             entry = {"user": _content(users[-1]) if users else "", "status": None,
-                     "headers": {k.lower(): v for k, v in request.headers.items()}, "fault": None}
+                     "headers": {k.lower(): v for k, v in request.headers.items()}, "fault": None,
+                     "time": time.monotonic()}
             with self._lock:
                 self.requests.append(entry)
 
@@ -305,7 +318,8 @@ class LLMServer:
                 return Response(status_code=500)
             arg = fault[1] if fault is not None and len(fault) > 1 else None
             if kind == "status":
-                return sent(_error(int(arg or 500), f"Injected fault: HTTP {arg or 500}."))
+                message = fault[2] if len(fault) > 2 else f"Injected fault: HTTP {arg or 500}."
+                return sent(_error(int(arg or 500), message))
             if kind == "429":
                 seconds = 1 if arg is None else arg
                 value = str(int(seconds)) if float(seconds).is_integer() else str(seconds)

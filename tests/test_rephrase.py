@@ -118,6 +118,7 @@ def test_transformers_backend_batches_and_the_cache_answers_a_rerun(tiny_model, 
     out = list(first.run(iter(rows)))
     synth = [o for o in out if o["synthetic"]]
     assert len(out) == 15 and len(synth) == 10
+    assert first.stats.requests == 10 and first.stats.batches < 10  # sequences generated together
     metas = [dict(o["meta"]) for o in synth]
     assert sum(int(m["wrap_requests"]) for m in metas) == 10 and all(int(m["wrap_tokens_in"]) > 0 for m in metas)
     assert all(m["wrap_backend"] == "transformers" for m in metas)
@@ -134,25 +135,31 @@ def test_faults_are_retried_and_only_what_finally_failed_is_removed(tmp_path):
                                                                     "url": "u"}, 8)]
     with LLMServer(latency=0.01) as server:
         server.fault_when("POISON", ("status", 500))  # every attempt
+        # a chunk too long for the model's context: that request's own failure, not the run's
+        server.fault_when("Document 5.", ("status", 400, "This model's maximum context length is 2048 tokens."))
         for fault in [("status", 500), ("status", 502), ("malformed",), ("close",), ("hang", 3.0), ("429", 1)]:
             server.faults.append(fault)
-        start = time.perf_counter()
         j = job(tmp_path, server, timeout=0.5, max_attempts=8, concurrency=1)
         r = Rephraser(j)
         out = list(r.run(iter(rows)))
-        took = time.perf_counter() - start
         poison_requests = sum(1 for q in server.requests if "POISON" in q["user"])
+        log = list(server.requests)
     kept = [o for o in out if o["synthetic"] and o["_reason"] is None]
     removed = [o for o in out if o["_reason"] is not None]
     assert len(out) == 9 + 9  # the input rows, and one row per document for the one style
-    assert [o["id"] for o in removed] == ["wrap:qa:poison"]
+    assert [o["id"] for o in removed] == ["wrap:qa:d5", "wrap:qa:poison"]
+    assert removed[0]["_reason"].startswith("request failed: chunk 1 of 1: rejected, HTTP 400: This model's maximum")
+    removed = removed[1:]
     assert removed[0]["_reason"] == "request failed: chunk 1 of 1: HTTP 500, 8 attempts"
     assert dict(removed[0]["meta"])["parent_id"] == "poison" and dict(removed[0]["meta"])["wrap_retries"] == "7"
     assert poison_requests == 8
-    assert len(kept) == 8 and all(o["text"] for o in kept)
+    assert len(kept) == 7 and all(o["text"] for o in kept)
     # six injected faults, each costing one attempt, plus the poison document's seven retries
     assert sum(int(dict(o["meta"])["wrap_retries"]) for o in out if o["synthetic"]) == 6 + 7
-    assert took >= 1.0  # the 429's Retry-After: 1 was waited for (the backoff alone is 10 ms)
+    # the 429's Retry-After: 1 was waited for before that chunk was asked again (backoff: 10 ms)
+    limited = next(i for i, q in enumerate(log) if q["status"] == 429)
+    retry = next(q for q in log[limited + 1:] if q["user"] == log[limited]["user"])
+    assert retry["time"] - log[limited]["time"] >= 1.0
 
 
 def test_truncated_answers_are_counted_and_removed_or_kept(tmp_path):
@@ -203,16 +210,6 @@ def test_winnow_rephrase_killed_and_rerun_asks_nothing_twice_and_writes_no_key(t
     with LLMServer(latency=0.25, api_key=key) as server:
         args = ["rephrase", str(src), "-o", str(out), "--base-url", server.base_url, "--model", "tiny",
                 "--concurrency", "2", "--max-attempts", "2", "--master", "local[2]"]
-        dry = _winnow(args + ["--dry-run"], env)
-        dry_out, _ = dry.communicate(timeout=120)
-        assert dry.returncode == 0, dry_out
-        assert "first request, style qa" in dry_out and "dry run: nothing sent" in dry_out
-        assert "qa\t40\t" in dry_out and not server.requests  # nothing sent
-        wrong = _winnow(args[:6] + ["--model", "nope"], env)
-        wrong_out, _ = wrong.communicate(timeout=60)
-        assert wrong.returncode == 2 and wrong_out.strip().splitlines()[-1].startswith(
-            "winnow: error: rephrase: model 'nope' is not served")
-
         first = _winnow(args, env)
         deadline = time.time() + 90
         while time.time() < deadline and len(list((out / "rephrase_cache").glob("??/??/*.json"))) < 6:
@@ -235,7 +232,7 @@ def test_winnow_rephrase_killed_and_rerun_asks_nothing_twice_and_writes_no_key(t
     assert not (out / "removed" / "rephrase").exists()
     # the key: in no output file, log line or Prefect artifact (the Prefect home holds the flow
     # runs, their parameters and artifacts in its database)
-    for text in (dry_out, wrong_out, first_out, second_out):
+    for text in (first_out, second_out):
         assert key not in text
     for path in tmp_path.rglob("*"):
         if path.is_file():
@@ -283,3 +280,58 @@ def test_progress_files_are_summed_into_one_line(tmp_path):
     finally:
         watcher.close()
     assert line.startswith("15 requests, 5 in flight, ") and "1 retries, 2 truncated, 6 documents done" in line
+
+
+def test_the_run_never_has_more_requests_in_flight_than_its_concurrency(spark, prefect_server, tmp_path):
+    src = write_docs(tmp_path / "in.jsonl", [doc(i, sentences=1) for i in range(40)])
+    with LLMServer(latency=0.05) as server:
+        stage = {"stage": "rephrase", "base_url": server.base_url, "model": "tiny", "concurrency": 3,
+                 "styles": ["qa", "easy"]}
+        summary = run_curation(config([src], tmp_path / "out", stages=[stage]), spark=spark)
+        peak = server.peak
+    rec = next(r for r in summary.stages if r.name == "rephrase")
+    assert rec.kept == 40 + 80 and rec.stats["tasks"] == 2  # local[2]: two tasks, shares 2 and 1
+    assert 2 <= peak <= 3
+
+
+def test_the_transformers_backend_through_the_stage_runs_one_task(spark, prefect_server, tiny_model, tmp_path):
+    src = write_docs(tmp_path / "in.jsonl", [doc(i, sentences=1) for i in range(4)])
+    stage = {"stage": "rephrase", "backend": "transformers", "model": str(tiny_model), "max_tokens": 6,
+             "temperature": 0.0, "on_length": "keep", "concurrency": 4}
+    summary = run_curation(config([src], tmp_path / "out", stages=[stage]), spark=spark)
+    rec = next(r for r in summary.stages if r.name == "rephrase")
+    assert rec.stats["tasks"] == 1 and rec.n_in + rec.added == rec.kept + rec.removed == 8
+    assert rec.stats["per_style"]["qa"]["requests"] == 4
+
+
+def test_a_fatal_answer_inside_a_spark_task_is_one_line_from_the_cli(spark, prefect_server, tmp_path, capsys):
+    from flows.cli import main
+
+    src = write_docs(tmp_path / "in.jsonl", [doc(i, sentences=1) for i in range(3)])
+    with LLMServer() as server:  # /models answers, so the driver's check passes; every chat is refused
+        server.fault_when(lambda _text: True, ("status", 403))
+        code = main(["rephrase", str(src), "-o", str(tmp_path / "out"), "--base-url", server.base_url,
+                     "--model", "tiny"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("winnow: error: rephrase: http://127.0.0.1:") and "HTTP 403" in err[0]
+
+
+def test_dry_run_sends_nothing_and_a_wrong_model_is_one_line(spark, tmp_path, capsys, monkeypatch):
+    from flows.cli import main
+
+    key = f"sk-planted-{uuid.uuid4().hex}"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    src = write_docs(tmp_path / "in.jsonl", [doc(i, sentences=2) for i in range(40)])
+    with LLMServer(api_key=key) as server:
+        args = ["rephrase", str(src), "-o", str(tmp_path / "out"), "--base-url", server.base_url]
+        assert main(args + ["--model", "tiny", "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        assert "first request, style qa" in out and "dry run: nothing sent" in out
+        assert '"max_tokens": 1024' in out and "qa\t40\t40\t0\t" in out  # 40 documents, 40 requests, none cached
+        assert not server.requests and not (tmp_path / "out").exists()  # nothing sent, nothing written
+        assert main(args + ["--model", "nope"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"winnow: error: rephrase: model 'nope' is not served at {server.base_url} (it serves: tiny)"]
+        assert not server.requests
+    assert key not in out and key not in "".join(err)
