@@ -86,6 +86,10 @@ def test_presets_are_the_papers_prompts_and_templates_are_checked():
     ("Paraphrase: The dog ran.", "The dog ran."),
     ("**Rephrased text:**\nThe dog ran.", "The dog ran."),
     ("Sure enough, the dog ran.", "Sure enough, the dog ran."),
+    ("Great, the river rose.", "Great, the river rose."),                        # content, not a preamble
+    ("Here are three reasons: cost, time and risk.", "Here are three reasons: cost, time and risk."),
+    ("Here is where the river rose: near the bridge.", "Here is where the river rose: near the bridge."),
+    ("Sure!\nThe cat.", "The cat."),
     ("The dog ran.", "The dog ran."),
 ])
 def test_boilerplate_is_stripped_from_the_start_and_end_only(answer, expected):
