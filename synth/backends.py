@@ -45,6 +45,7 @@ from .wrap import Sampling
 
 FATAL_STATUS = (400, 401, 403, 404, 413, 422)
 RETRY_STATUS = (408, 409, 425, 429)
+CLIENT_CONNECTIONS = 32   # connections per httpx client (see OpenAIBackend.__aenter__)
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is waited for this long
 _CONTEXT = re.compile(r"context (?:length|size|window)|exceeds? |too long|too many tokens", re.I)
 
@@ -145,7 +146,8 @@ class OpenAIBackend:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.stats = Stats()
-        self._client = None
+        self._clients: list = []
+        self._turn = 0
         self._sem: asyncio.Semaphore | None = None
 
     def _headers(self) -> dict[str, str]:
@@ -154,17 +156,22 @@ class OpenAIBackend:
     async def __aenter__(self) -> "OpenAIBackend":
         import httpx
 
-        self._client = httpx.AsyncClient(
+        # httpcore's pool scans all its connections and waiting requests for every request, which
+        # costs more than the requests past a few dozen connections (bench/bench_rephrase.py):
+        # the connections are spread over clients of at most CLIENT_CONNECTIONS each
+        n = -(-self.concurrency // CLIENT_CONNECTIONS)
+        per = -(-self.concurrency // n)
+        self._clients = [httpx.AsyncClient(
             base_url=self.base_url, headers=self._headers(), timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
-        )
+            limits=httpx.Limits(max_connections=per, max_keepalive_connections=per),
+        ) for _ in range(n)]
         self._sem = asyncio.Semaphore(self.concurrency)
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in self._clients:
+            await client.aclose()
+        self._clients = []
 
     def check(self) -> None:
         """On the driver, before any task starts: the server answers, the key is accepted and
@@ -203,7 +210,7 @@ class OpenAIBackend:
     async def complete(self, messages: list[dict[str, str]], sampling: Sampling) -> Completion:
         import httpx
 
-        assert self._client is not None and self._sem is not None, "use `async with backend:`"
+        assert self._clients and self._sem is not None, "use `async with backend:`"
         body = self._body(messages, sampling)
         reason = ""
         for attempt in range(1, self.max_attempts + 1):
@@ -212,8 +219,9 @@ class OpenAIBackend:
                 self.stats.in_flight += 1
                 start = time.perf_counter()
                 try:
+                    self._turn = (self._turn + 1) % len(self._clients)
                     async with asyncio.timeout(self.timeout):  # the whole request, not each read
-                        r = await self._client.post("/chat/completions", json=body)
+                        r = await self._clients[self._turn].post("/chat/completions", json=body)
                 except (TimeoutError, httpx.TimeoutException):
                     r, reason = None, f"timeout after {self.timeout:g} s"
                 except httpx.RequestError as exc:  # transport, decoding, redirects

@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -214,7 +215,10 @@ class Rephraser:
         return out
 
     async def _doc(self, backend, row: dict[str, Any]) -> list[dict[str, Any]]:
-        chunks = chunks_to_send(row.get("text") or "", self.job.chunk_tokens, self.count)
+        # chunking is CPU work (pysbd): in a thread of its own, so the loop keeps sending and
+        # receiving meanwhile (bench/bench_rephrase.py measured it blocking the loop otherwise)
+        chunks = await asyncio.get_running_loop().run_in_executor(
+            self._chunker, chunks_to_send, row.get("text") or "", self.job.chunk_tokens, self.count)
         try:
             async with asyncio.TaskGroup() as group:  # a fatal error in one style cancels the others
                 tasks = [group.create_task(self._style(backend, row, p, chunks)) for p in self.job.prompts]
@@ -230,6 +234,7 @@ class Rephraser:
         self.stats = backend.stats  # what the backend did, for the caller once the rows are out
         counts = {"documents": 0, "rows": 0}
         progress = _Progress(self.job.progress, backend.stats, counts)
+        self._chunker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="winnow-chunker")
         window = max(4, 2 * self.job.concurrency)
         pending: set[asyncio.Task] = set()
         try:
@@ -262,6 +267,7 @@ class Rephraser:
             pending = set()
             loop.run_until_complete(backend.__aexit__(None, None, None))
             loop.close()
+            self._chunker.shutdown(wait=False, cancel_futures=True)
 
 
 def _meta_items(meta: Any) -> Iterable[tuple[str, str]]:
