@@ -199,14 +199,20 @@ def _winnow(args: list[str], env: dict, **kw) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
 
 
-def test_winnow_rephrase_killed_and_rerun_asks_nothing_twice_and_writes_no_key(tmp_path):
+def test_winnow_rephrase_killed_and_rerun_asks_nothing_twice_and_writes_no_key(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
     key = f"sk-planted-{uuid.uuid4().hex}"
     docs = [doc(i, sentences=2) for i in range(40)]
     src = write_docs(tmp_path / "in.jsonl", docs)
     out = tmp_path / "out"
     home = tmp_path / "home"
     home.mkdir()
-    env = {**os.environ, "OPENAI_API_KEY": key, "PREFECT_HOME": str(home / "prefect"), "HOME": str(home)}
+    # the runs report to the session's Prefect test server (no database to create per run); their
+    # flow runs, parameters and artifacts are read back from it below
+    env = {**os.environ, "OPENAI_API_KEY": key, "PREFECT_HOME": str(home / "prefect"), "HOME": str(home),
+           "PREFECT_API_URL": PREFECT_API_URL.value()}
     with LLMServer(latency=0.25, api_key=key) as server:
         args = ["rephrase", str(src), "-o", str(out), "--base-url", server.base_url, "--model", "tiny",
                 "--concurrency", "2", "--max-attempts", "2", "--master", "local[2]"]
@@ -239,7 +245,11 @@ def test_winnow_rephrase_killed_and_rerun_asks_nothing_twice_and_writes_no_key(t
             assert key.encode() not in path.read_bytes(), path
             if path.suffix == ".parquet":  # compressed: look at the values
                 assert key not in str(pq.read_table(path).to_pylist()), path
-    assert list((home / "prefect").rglob("*.db")), "the runs' Prefect database was searched"
+    with get_client(sync_client=True) as client:
+        recorded = [a.model_dump(mode="json") for a in client.read_artifacts()]
+        recorded += [r.model_dump(mode="json") for r in client.read_flow_runs()]
+    assert any(a.get("key") == "winnow-stages" for a in recorded), "the runs' artifacts were read"
+    assert key not in json.dumps(recorded)
 
 
 # ---- into training shards: synthetic documents mixed 1:1 with the real ones ------------------
@@ -312,7 +322,8 @@ def test_a_fatal_answer_inside_a_spark_task_is_one_line_from_the_cli(spark, pref
         server.fault_when(lambda _text: True, ("status", 403))
         code = main(["rephrase", str(src), "-o", str(tmp_path / "out"), "--base-url", server.base_url,
                      "--model", "tiny"])
-    err = capsys.readouterr().err.strip().splitlines()
+    # (in this process Spark's and Prefect's own log lines go to stderr too; the CLI's is the last)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("winnow:")]
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("winnow: error: rephrase: http://127.0.0.1:") and "HTTP 403" in err[0]
 
