@@ -378,7 +378,7 @@ def _rephrase_dry_run(cfg, params) -> int:
 
     spark = get_spark(cfg.spark.master)
     docs = read.apply(None, read.ReadParams(input_specs(cfg)), StageContext(spark=spark)).kept
-    cache = params.cache or str(Path(cfg.output) / "rephrase_cache")
+    cache = params.cache_dir(cfg.output)
     found = dry_run(docs, params, cache)
     for style, body in found["first_request"].items():
         print(f"first request, style {style}:")
